@@ -1,0 +1,1 @@
+//! Embedded segment log (being written).

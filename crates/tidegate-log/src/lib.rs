@@ -1,0 +1,120 @@
+//! The log: the single source of truth of Tidegate. Every stored event is appended
+//! here before anyone is told about it; its offset becomes its cursor.
+//!
+//! - [`EventLog`]: the trait every backend implements (embedded now; Kafka and
+//!   JetStream later). Positions are `u64` offsets per stream; a backend with
+//!   partitions maps a stream to several partitions and exposes them as
+//!   [`Position`] vectors.
+//! - [`embedded`]: the default backend: append-only segment files per stream,
+//!   CRC32C-checked length-prefixed records, a sparse index, group commit on a
+//!   dedicated writer thread, recovery, retention, a dedup index, named consumers.
+#![forbid(unsafe_code)]
+
+pub mod embedded;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::watch;
+
+/// What a producer hands to the log.
+#[derive(Debug, Clone)]
+pub struct AppendRecord {
+    /// Idempotency key (for events: CloudEvents `source` + `id`). A key seen within
+    /// the dedup window is not stored again; the original offset is returned.
+    pub dedup_key: Option<Bytes>,
+    pub payload: Bytes,
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch, stamped by the log at append.
+    pub timestamp_ms: u64,
+    pub payload: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    New(u64),
+    /// Same dedup key seen within the window: nothing stored, original offset.
+    Duplicate(u64),
+}
+
+impl Appended {
+    pub fn offset(self) -> u64 {
+        match self {
+            Appended::New(o) | Appended::Duplicate(o) => o,
+        }
+    }
+}
+
+/// Durability of an acknowledged append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fdatasync before acknowledging (group commit shares one sync between appends).
+    #[default]
+    Fsync,
+    /// Written to the OS page cache; lost on power failure, not on process crash.
+    Buffered,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("log I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("log is overloaded: append queue full")]
+    Overloaded,
+    #[error("log is closed")]
+    Closed,
+    #[error("record of {0} bytes exceeds the maximum of {1}")]
+    RecordTooLarge(usize, usize),
+    #[error("unknown stream `{0}`")]
+    UnknownStream(String),
+    #[error("invalid stream name `{0}`")]
+    InvalidStreamName(String),
+    #[error("log is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl LogError {
+    /// Errors a caller may retry later (503 + Retry-After), as opposed to bad input.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, LogError::Io(_) | LogError::Overloaded | LogError::Closed | LogError::Corrupt(_))
+    }
+}
+
+/// Head/tail of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bounds {
+    /// Oldest offset still stored (retention moves it forward).
+    pub first: u64,
+    /// Offset the next append will get; `next - 1` is the newest record (if `next > first`).
+    pub next: u64,
+}
+
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Identifies this log incarnation; changes when the data directory is wiped.
+    fn epoch(&self) -> u64;
+
+    /// Creates the stream if needed (idempotent).
+    fn ensure_stream(&self, stream: &str) -> Result<(), LogError>;
+
+    /// Appends a batch atomically (all records or none) and returns once the
+    /// configured durability is satisfied. Offsets are consecutive for new records.
+    async fn append(&self, stream: &str, records: Vec<AppendRecord>) -> Result<Vec<Appended>, LogError>;
+
+    fn bounds(&self, stream: &str) -> Result<Bounds, LogError>;
+
+    /// Watch of `Bounds::next` of committed (durable, readable) records.
+    fn watch_next(&self, stream: &str) -> Result<watch::Receiver<u64>, LogError>;
+
+    /// Reads records with `offset >= from`, at most `max_records` and about `max_bytes`
+    /// (at least one record when one exists). `from < first` starts at `first`.
+    async fn read(&self, stream: &str, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>, LogError>;
+
+    /// Named consumers: a durable committed position (the next offset to process).
+    async fn commit_consumer(&self, stream: &str, consumer: &str, next: u64) -> Result<(), LogError>;
+    fn consumer_position(&self, stream: &str, consumer: &str) -> Result<Option<u64>, LogError>;
+}
