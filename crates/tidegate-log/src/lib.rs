@@ -80,7 +80,10 @@ pub enum LogError {
 impl LogError {
     /// Errors a caller may retry later (503 + Retry-After), as opposed to bad input.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, LogError::Io(_) | LogError::Overloaded | LogError::Closed | LogError::Corrupt(_))
+        matches!(
+            self,
+            LogError::Io(_) | LogError::Overloaded | LogError::Closed | LogError::Corrupt(_)
+        )
     }
 }
 
@@ -103,7 +106,11 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Appends a batch atomically (all records or none) and returns once the
     /// configured durability is satisfied. Offsets are consecutive for new records.
-    async fn append(&self, stream: &str, records: Vec<AppendRecord>) -> Result<Vec<Appended>, LogError>;
+    async fn append(
+        &self,
+        stream: &str,
+        records: Vec<AppendRecord>,
+    ) -> Result<Vec<Appended>, LogError>;
 
     fn bounds(&self, stream: &str) -> Result<Bounds, LogError>;
 
@@ -112,9 +119,20 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Reads records with `offset >= from`, at most `max_records` and about `max_bytes`
     /// (at least one record when one exists). `from < first` starts at `first`.
-    async fn read(&self, stream: &str, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>, LogError>;
+    async fn read(
+        &self,
+        stream: &str,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, LogError>;
 
     /// Named consumers: a durable committed position (the next offset to process).
-    async fn commit_consumer(&self, stream: &str, consumer: &str, next: u64) -> Result<(), LogError>;
+    async fn commit_consumer(
+        &self,
+        stream: &str,
+        consumer: &str,
+        next: u64,
+    ) -> Result<(), LogError>;
     fn consumer_position(&self, stream: &str, consumer: &str) -> Result<Option<u64>, LogError>;
 }
