@@ -1,0 +1,282 @@
+//! Tidegate, assembled: configuration → log → hub → edge → listeners.
+//!
+//! [`start`] builds everything from a [`config::Config`] and returns a [`Running`]
+//! gateway with its bound addresses (tests bind port 0), [`Running::shutdown`] drains it.
+#![forbid(unsafe_code)]
+
+pub mod config;
+
+use anyhow::Context;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use tidegate_auth::{Check, Checker, JwtConfig, KeySource, Verifier};
+use tidegate_core::subscription::Limits;
+use tidegate_core::Extractors;
+use tidegate_edge::blacklist::BlacklistStore;
+use tidegate_edge::cors::Cors;
+use tidegate_edge::{AppState, EdgeConfig};
+use tidegate_hub::{Hub, HubConfig, OverflowPolicy};
+use tidegate_log::embedded::{EmbeddedConfig, EmbeddedLog};
+use tidegate_log::{Durability, EventLog};
+use tidegate_telemetry::{LogLevelHandle, Metrics};
+
+use config::Config;
+
+pub const EVENTS_STREAM: &str = "events";
+
+pub struct Running {
+    pub inbound: SocketAddr,
+    pub internal: SocketAddr,
+    /// The internal API token in force (generated when none was configured).
+    pub api_token: Option<String>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    log: Arc<EmbeddedLog>,
+}
+
+impl Running {
+    /// Stops accepting, closes connections (clients resume elsewhere), flushes the log.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("Some tasks did not stop within 10 s");
+        }
+        self.log.close();
+    }
+
+    /// Resolves when shutdown has been requested.
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.shutdown.cancelled()
+    }
+
+    pub fn trigger_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn jwt_config(cfg: &Config) -> anyhow::Result<JwtConfig> {
+    let j = &cfg.jwt;
+    let mut jc = JwtConfig::from_rig(&j.secret_key, &j.alg).context("JWT_SECRET_KEY / JWT_ALG")?;
+    for spec in &j.public_keys {
+        let (alg, path) = spec
+            .split_once(':')
+            .with_context(|| format!("jwt.public_keys entry `{spec}` must be ALG:path"))?;
+        let alg = tidegate_auth::jwt::parse_algorithm(alg)
+            .with_context(|| format!("jwt.public_keys: unknown algorithm `{alg}`"))?;
+        let pem = std::fs::read(path)
+            .with_context(|| format!("jwt.public_keys: cannot read `{path}`"))?;
+        jc.keys.push(KeySource::PublicPem {
+            alg,
+            pem,
+            kid: None,
+        });
+    }
+    jc.jwks_file = j.jwks_file.clone();
+    jc.jwks_url = j.jwks_url.clone();
+    jc.jwks_refresh = Duration::from_secs(j.jwks_refresh_secs.max(1));
+    jc.leeway = Duration::from_secs(j.leeway_secs);
+    jc.issuers = j.issuers.clone();
+    jc.audiences = j.audiences.clone();
+    jc.require_exp = j.require_exp;
+    Ok(jc)
+}
+
+fn checker(name: &str, value: &str, timeout: Duration) -> anyhow::Result<Checker> {
+    let check: Check = value
+        .to_ascii_lowercase()
+        .parse()
+        .with_context(|| name.to_string())?;
+    let check = match check {
+        // Keep the URL's case: only the keywords are case-insensitive.
+        Check::External(_) => value.parse().with_context(|| name.to_string())?,
+        other => other,
+    };
+    Checker::new(check, timeout).with_context(|| name.to_string())
+}
+
+pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Result<Running> {
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let metrics = Arc::new(Metrics::new());
+
+    let mut lc = EmbeddedConfig::new(&cfg.log.dir);
+    lc.durability = if cfg.log.durability == "buffered" {
+        Durability::Buffered
+    } else {
+        Durability::Fsync
+    };
+    lc.group_commit_window = Duration::from_micros(cfg.log.group_commit_window_us);
+    lc.segment_bytes = cfg.log.segment_bytes;
+    lc.retention_age = cfg.log.retention_age_secs.map(Duration::from_secs);
+    lc.retention_bytes = cfg.log.retention_bytes;
+    lc.dedup_window = Duration::from_secs(cfg.log.dedup_window_secs);
+    lc.tail_cache_bytes = cfg.log.tail_cache_bytes;
+    lc.append_queue = cfg.log.append_queue;
+    lc.max_record_bytes = cfg.events.max_event_bytes + 1024;
+    let embedded = EmbeddedLog::open(lc)
+        .with_context(|| format!("opening the log in {}", cfg.log.dir.display()))?;
+    let log: Arc<dyn EventLog> = embedded.clone();
+    info!(dir = %cfg.log.dir.display(), epoch = log.epoch(), durability = %cfg.log.durability, "Log opened");
+
+    let extractors = match cfg.extractors_json()? {
+        Some(json) => Extractors::parse(&json).context("EXTRACTORS")?,
+        None => Extractors::default(),
+    };
+    let extractors = Arc::new(extractors);
+
+    let verifier = Arc::new(Verifier::new(jwt_config(&cfg)?).context("JWT configuration")?);
+    if cfg.jwt.jwks_url.is_some() {
+        if let Err(e) = verifier.refresh().await {
+            warn!(error = %e, "Initial JWKS fetch failed; retrying in the background");
+        }
+    }
+    {
+        let v = verifier.clone();
+        let sd = shutdown.clone();
+        tasks.spawn(async move { v.run_refresh(async move { sd.cancelled().await }).await });
+    }
+    let timeout = Duration::from_millis(cfg.check_timeout_ms);
+    let subscription_check = checker("SUBSCRIPTION_CHECK", &cfg.subscription_check, timeout)?;
+    let submission_check = checker("SUBMISSION_CHECK", &cfg.submission_check, timeout)?;
+
+    let c = &cfg.connections;
+    let mut type_policies = std::collections::HashMap::new();
+    for (t, p) in &c.overflow_policies {
+        type_policies.insert(t.clone(), OverflowPolicy::parse(p).unwrap_or_default());
+    }
+    let hub_cfg = HubConfig {
+        stream: EVENTS_STREAM.into(),
+        heartbeat: Duration::from_secs(c.heartbeat_secs),
+        longpoll_session_timeout: Duration::from_secs(c.longpoll_session_timeout_secs),
+        queue_limit_bytes: c.queue_limit_bytes,
+        default_policy: OverflowPolicy::parse(&c.overflow_policy).unwrap_or_default(),
+        type_policies,
+        max_connections: c.max_connections,
+        ..HubConfig::default()
+    };
+    let hub = Hub::start(
+        hub_cfg,
+        log.clone(),
+        extractors.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+        &tasks,
+    )?;
+    let blacklist = Arc::new(BlacklistStore::open(log.clone(), 1_000_000).await?);
+
+    let api_token = match (&cfg.internal.token, cfg.internal.auth_disabled) {
+        (_, true) => {
+            warn!("The internal API is open without authentication (internal.auth_disabled): use only for local development");
+            None
+        }
+        (Some(t), false) => Some(t.clone()),
+        (None, false) => {
+            let t = uuid::Uuid::new_v4().simple().to_string();
+            warn!(token = %t, "No internal API token configured (TIDEGATE_INTERNAL_TOKEN); generated one for this run");
+            Some(t)
+        }
+    };
+    let edge_cfg = EdgeConfig {
+        cors: Cors::parse(&cfg.cors),
+        max_body_bytes: cfg.events.max_body_bytes,
+        max_event_bytes: cfg.events.max_event_bytes,
+        max_batch_events: cfg.events.max_batch_events,
+        longpoll_wait: Duration::from_secs(c.longpoll_wait_secs),
+        session_field: cfg.jwt.session_field.clone(),
+        transient_types: cfg
+            .events
+            .transient_types
+            .iter()
+            .cloned()
+            .collect::<HashSet<_>>(),
+        subscription_limits: Limits {
+            max_subscriptions: c.max_subscriptions,
+            max_constraints: c.max_constraints,
+        },
+        ws_max_message: c.ws_max_message_bytes,
+        api_token: api_token.clone(),
+        ..EdgeConfig::default()
+    };
+    let connection_rate = if c.max_connections_per_minute > 0 {
+        let per_minute = c.max_connections_per_minute;
+        Some(
+            tidegate_flow::rate::Gcra::new(f64::from(per_minute) / 60.0, per_minute)
+                .context("MAX_CONNECTIONS_PER_MINUTE")?,
+        )
+    } else {
+        None
+    };
+    let stats_log = embedded.clone();
+    let state = Arc::new(AppState {
+        cfg: edge_cfg,
+        hub,
+        log: log.clone(),
+        stream: EVENTS_STREAM.into(),
+        metrics,
+        extractors,
+        verifier,
+        subscription_check,
+        submission_check,
+        blacklist,
+        log_level,
+        log_metrics: Some(Box::new(move || {
+            tidegate_edge::logstats::render(&stats_log.stats())
+        })),
+        connection_rate,
+    });
+
+    let inbound_addr = format!("{}:{}", cfg.inbound.host, cfg.inbound.port);
+    let internal_addr = format!("{}:{}", cfg.internal.host, cfg.internal.port);
+    let inbound = TcpListener::bind(&inbound_addr)
+        .await
+        .with_context(|| format!("binding the inbound port {inbound_addr}"))?;
+    let internal = TcpListener::bind(&internal_addr)
+        .await
+        .with_context(|| format!("binding the internal port {internal_addr}"))?;
+    let inbound_local = inbound.local_addr()?;
+    let internal_local = internal.local_addr()?;
+
+    for (listener, router, name) in [
+        (
+            inbound,
+            tidegate_edge::inbound_router(state.clone()),
+            "inbound",
+        ),
+        (
+            internal,
+            tidegate_edge::internal_router(state.clone()),
+            "internal",
+        ),
+    ] {
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            let app = router.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { sd.cancelled().await })
+                .await
+            {
+                warn!(listener = name, error = %e, "Server stopped with an error");
+            }
+        });
+    }
+    info!(inbound = %inbound_local, internal = %internal_local, "Tidegate is listening");
+    Ok(Running {
+        inbound: inbound_local,
+        internal: internal_local,
+        api_token,
+        shutdown,
+        tasks,
+        log: embedded,
+    })
+}
