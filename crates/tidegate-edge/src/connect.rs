@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use tidegate_core::cursor::Cursor;
 use tidegate_core::subscription::{self, Subscription};
-use tidegate_hub::{ConnectRequest, Connection, Transport};
+use tidegate_hub::{ConnectRequest, Connection, Resume, Transport};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -142,16 +142,24 @@ pub async fn resolve_subscriptions(
     Ok(subs)
 }
 
+/// Value of `Last-Event-ID` meaning "everything still retained".
+pub const START: &str = "start";
+
 /// `Last-Event-ID` header, else the query parameter.
-pub fn resume_cursor(headers: &HeaderMap, query: Option<&str>) -> ApiResult<Option<Cursor>> {
+pub fn resume_cursor(headers: &HeaderMap, query: Option<&str>) -> ApiResult<Option<Resume>> {
     let raw = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .or(query);
+    parse_resume(raw)
+}
+
+pub fn parse_resume(raw: Option<&str>) -> ApiResult<Option<Resume>> {
     match raw.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
+        Some(START) => Ok(Some(Resume::Start)),
         Some(s) => Cursor::parse(s)
-            .map(Some)
+            .map(|c| Some(Resume::After(c)))
             .map_err(|e| ApiError::bad_request(format!("invalid Last-Event-ID: {e}"))),
     }
 }
@@ -161,7 +169,7 @@ pub async fn open(
     transport: Transport,
     query: &ConnectQuery,
     headers: &HeaderMap,
-    resume: Option<Cursor>,
+    resume: Option<Resume>,
 ) -> ApiResult<Connection> {
     if let Some(rate) = &state.connection_rate {
         if let Err(retry) = rate.check(tokio::time::Instant::now()) {
@@ -192,7 +200,7 @@ pub async fn open(
             transport,
             session: caller.session,
             subscriptions: subs,
-            resume_after: resume,
+            resume,
         })
         .await?;
     Ok(conn)

@@ -8,6 +8,7 @@ pub mod blacklist;
 pub mod connect;
 pub mod cors;
 pub mod error;
+pub mod history;
 pub mod internal;
 pub mod logstats;
 pub mod longpoll;
@@ -38,6 +39,7 @@ pub fn inbound_router(state: SharedState) -> Router {
         )
         .route("/_rig/v1/connection/{transport}", get(unknown_transport))
         .route("/_rig/v1/events", post(publish::inbound))
+        .route("/_tidegate/v1/history", get(history::handler))
         .route("/_rig/health", get(internal::health))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))

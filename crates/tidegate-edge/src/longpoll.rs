@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
 
 use tidegate_core::cursor::Cursor;
-use tidegate_hub::{ConnInfo, Frame, Transport};
+use tidegate_hub::{ConnInfo, Frame, Resume, Transport};
 
 use crate::connect::{self, ConnectQuery};
 use crate::error::{ApiError, ApiResult};
@@ -71,7 +71,7 @@ pub async fn handler(
     let from_cookie = if last_id == FIRST_EVENT {
         None
     } else {
-        Cursor::parse(&last_id).ok()
+        Cursor::parse(&last_id).ok().map(Resume::After)
     };
     let resume = match from_cookie {
         Some(c) => Some(c),

@@ -124,8 +124,17 @@ pub struct ConnectRequest {
     pub transport: Transport,
     pub session: Option<String>,
     pub subscriptions: Vec<Subscription>,
-    /// Resume: deliver every stored matching event after this cursor first.
-    pub resume_after: Option<Cursor>,
+    /// Resume: deliver stored matching events first, then live.
+    pub resume: Option<Resume>,
+}
+
+/// Where a resuming connection starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// Everything after this cursor (`Last-Event-ID`).
+    After(Cursor),
+    /// Everything still retained (`Last-Event-ID: start`), without a loss signal.
+    Start,
 }
 
 /// What the edge knows about a live connection, looked up by token.
@@ -137,12 +146,18 @@ pub struct ConnInfo {
     pub session: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy)]
+enum ResumePoint {
+    After(u64),
+    Start,
+}
+
 enum Command {
     Register {
         info: ConnInfo,
         token: Box<str>,
         subs: Vec<Subscription>,
-        resume_after: Option<u64>,
+        resume_after: Option<ResumePoint>,
         reply: oneshot::Sender<()>,
     },
     SetSubscriptions {
@@ -298,11 +313,12 @@ impl Hub {
     /// `rig.subscriptions_set`, then the replay if resuming, then live events.
     pub async fn connect(&self, req: ConnectRequest) -> Result<Connection, HubError> {
         let s = &self.shared;
-        let resume_after = match &req.resume_after {
+        let resume_after = match &req.resume {
             None => None,
-            Some(c) if c.epoch != s.epoch => return Err(HubError::ForeignCursor),
-            Some(c) if c.offsets.len() != 1 => return Err(HubError::BadCursor),
-            Some(c) => Some(c.offsets[0]),
+            Some(Resume::Start) => Some(ResumePoint::Start),
+            Some(Resume::After(c)) if c.epoch != s.epoch => return Err(HubError::ForeignCursor),
+            Some(Resume::After(c)) if c.offsets.len() != 1 => return Err(HubError::BadCursor),
+            Some(Resume::After(c)) => Some(ResumePoint::After(c.offsets[0])),
         };
         if s.open.fetch_add(1, Ordering::AcqRel) >= s.config.max_connections {
             s.open.fetch_sub(1, Ordering::AcqRel);
@@ -605,7 +621,7 @@ impl Actor {
         info: ConnInfo,
         token: Box<str>,
         subs: Vec<Subscription>,
-        resume_after: Option<u64>,
+        resume: Option<ResumePoint>,
     ) {
         let id = info.id;
         let outbox = info.outbox.clone();
@@ -632,10 +648,14 @@ impl Actor {
             .subscriptions
             .set(self.index.subscription_count() as i64);
 
-        if let Some(after) = resume_after {
+        if let Some(point) = resume {
             let stream = &self.hub.shared.config.stream;
-            let mut from = after.saturating_add(1);
-            if let Ok(bounds) = self.log.bounds(stream) {
+            let bounds = self.log.bounds(stream).ok();
+            let (after, mut from) = match point {
+                ResumePoint::After(after) => (Some(after), after.saturating_add(1)),
+                ResumePoint::Start => (None, bounds.map_or(0, |b| b.first)),
+            };
+            if let (Some(bounds), Some(after)) = (bounds, after) {
                 if from < bounds.first {
                     let epoch = self.hub.shared.epoch;
                     let data = json!({
@@ -682,7 +702,7 @@ impl Actor {
                         }
                     }
                 });
-            } else if after >= self.next {
+            } else if let Some(after) = after.filter(|a| *a >= self.next) {
                 // The client has seen events the hub has not dispatched yet.
                 conn.skip_through = Some(after);
             }

@@ -16,5 +16,5 @@ pub mod hub;
 pub mod outbox;
 
 pub use frame::{Encoded, Frame};
-pub use hub::{ConnInfo, ConnectRequest, Connection, Hub, HubConfig, HubError, Transport};
+pub use hub::{ConnInfo, ConnectRequest, Connection, Hub, HubConfig, HubError, Resume, Transport};
 pub use outbox::{CloseReason, Outbox, OverflowPolicy};
