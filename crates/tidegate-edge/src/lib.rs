@@ -4,6 +4,7 @@
 //! (publishing) or the hub (connections); errors become responses in [`error`].
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod blacklist;
 pub mod connect;
 pub mod cors;

@@ -3,7 +3,8 @@
 //! only after the log stored it with the configured durability; the response carries
 //! the event with its cursor. Fan-out happens from the log's tail, not from here.
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
+use std::net::SocketAddr;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
@@ -100,10 +101,17 @@ fn is_transient(state: &AppState, ev: &Event) -> bool {
 
 pub async fn inbound(
     State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    respond(&state, publish(&state, &headers, &body, true).await)
+    let permit = match state.admission.admit(&state, &headers, Some(peer)) {
+        Ok(p) => p,
+        Err(e) => return respond(&state, Err(e)),
+    };
+    let resp = respond(&state, publish(&state, &headers, &body, true).await);
+    drop(permit);
+    resp
 }
 
 pub async fn internal(
@@ -112,7 +120,14 @@ pub async fn internal(
     body: Bytes,
 ) -> Response {
     // The internal port is authenticated by its own token; no submission check (RIG).
-    respond(&state, publish(&state, &headers, &body, false).await)
+    // Backends are trusted but still bounded: in-flight and backlog limits apply.
+    let permit = match state.admission.admit(&state, &headers, None) {
+        Ok(p) => p,
+        Err(e) => return respond(&state, Err(e)),
+    };
+    let resp = respond(&state, publish(&state, &headers, &body, false).await);
+    drop(permit);
+    resp
 }
 
 fn respond(state: &AppState, res: ApiResult<Response>) -> Response {

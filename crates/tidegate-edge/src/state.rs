@@ -78,6 +78,7 @@ pub struct AppState {
     pub log_metrics: Option<Box<dyn Fn() -> String + Send + Sync>>,
     /// Node-wide bound on new connections (RIG's `MAX_CONNECTIONS_PER_MINUTE`).
     pub connection_rate: Option<tidegate_flow::rate::Gcra>,
+    pub admission: crate::admission::Admission,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -193,6 +193,9 @@ struct Shared {
     config: HubConfig,
     epoch: u64,
     metrics: Arc<Metrics>,
+    /// Next offset the hub will dispatch (everything before it reached the outboxes).
+    dispatched: watch::Sender<u64>,
+    log: Arc<dyn EventLog>,
 }
 
 /// Handle to the hub; cheap to clone.
@@ -278,6 +281,8 @@ impl Hub {
             epoch: log.epoch(),
             config: config.clone(),
             metrics: metrics.clone(),
+            dispatched: watch::Sender::new(start),
+            log: log.clone(),
         });
         let hub = Hub { shared };
         let actor = Actor {
@@ -374,6 +379,26 @@ impl Hub {
             })
             .inc();
         Ok(conn)
+    }
+
+    /// Committed log records the hub has not dispatched yet: the fan-out backlog.
+    pub fn backlog(&self) -> u64 {
+        let s = &self.shared;
+        let head = s.log.bounds(&s.config.stream).map(|b| b.next).unwrap_or(0);
+        head.saturating_sub(*s.dispatched.borrow())
+    }
+
+    /// Source flow control: a source (Kafka, NATS, an HTTP ingest path) calls this
+    /// before taking more input. It returns at once while the fan-out backlog is at
+    /// most `max_backlog` records, otherwise it waits until the hub has caught up —
+    /// so a flood upstream becomes broker lag, not gateway memory.
+    pub async fn wait_for_capacity(&self, max_backlog: u64) {
+        let mut rx = self.shared.dispatched.subscribe();
+        while self.backlog() > max_backlog {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Looks up a live connection by token: `UnknownToken` (400) or `Gone` (410).
@@ -505,6 +530,7 @@ impl Actor {
                         for r in &records {
                             self.dispatch(r);
                         }
+                        self.hub.shared.dispatched.send_replace(self.next);
                     }
                     Ok(_) => {
                         // Retention removed what we had not read yet; skip ahead.

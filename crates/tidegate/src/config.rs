@@ -102,6 +102,13 @@ pub struct Connections {
 #[serde(default, deny_unknown_fields)]
 pub struct Events {
     pub transient_types: Vec<String>,
+    /// Publish requests processed at once; more answer 503.
+    pub max_inflight_publishes: usize,
+    /// Publishes per second per principal (JWT sub, else client address); 0 = off.
+    pub publish_rate_per_second: f64,
+    pub publish_burst: u32,
+    /// Fan-out backlog (records) beyond which publishes are shed with 503.
+    pub max_backlog_records: u64,
     pub max_event_bytes: usize,
     pub max_body_bytes: usize,
     pub max_batch_events: usize,
@@ -208,6 +215,10 @@ impl Default for Events {
     fn default() -> Self {
         Events {
             transient_types: Vec::new(),
+            max_inflight_publishes: 4096,
+            publish_rate_per_second: 0.0,
+            publish_burst: 100,
+            max_backlog_records: 1_000_000,
             max_event_bytes: 1 << 20,
             max_body_bytes: 4 << 20,
             max_batch_events: 1000,

@@ -234,6 +234,14 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
             tidegate_edge::logstats::render(&stats_log.stats())
         })),
         connection_rate,
+        admission: tidegate_edge::admission::Admission::new(tidegate_edge::admission::AdmissionConfig {
+            max_inflight: cfg.events.max_inflight_publishes,
+            rate_per_second: cfg.events.publish_rate_per_second,
+            burst: cfg.events.publish_burst,
+            max_backlog: cfg.events.max_backlog_records,
+            ..Default::default()
+        })
+        .map_err(|e| anyhow::anyhow!("setting `events.publish_rate_per_second`: {e}"))?,
     });
 
     let inbound_addr = format!("{}:{}", cfg.inbound.host, cfg.inbound.port);
