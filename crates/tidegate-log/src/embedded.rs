@@ -187,6 +187,9 @@ pub struct EmbeddedLog {
     permits: Arc<Semaphore>,
     closed: AtomicBool,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Exclusive lock on `<dir>/LOCK` for the life of the log: two processes appending
+    /// to the same segments would corrupt each other. The OS drops it when we die.
+    lock: Mutex<Option<fs::File>>,
 }
 
 impl std::fmt::Debug for EmbeddedLog {
@@ -195,6 +198,18 @@ impl std::fmt::Debug for EmbeddedLog {
             .field("dir", &self.shared.config.dir)
             .field("epoch", &self.epoch)
             .finish_non_exhaustive()
+    }
+}
+
+fn lock_dir(dir: &std::path::Path) -> Result<fs::File, LogError> {
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(LogError::Io(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            format!("the log directory {} is in use by another process", dir.display()),
+        ))),
+        Err(fs::TryLockError::Error(e)) => Err(LogError::Io(e)),
     }
 }
 
@@ -211,6 +226,7 @@ impl EmbeddedLog {
     ) -> Result<Arc<Self>, LogError> {
         config.validate()?;
         fs::create_dir_all(&config.dir)?;
+        let lock = lock_dir(&config.dir)?;
         let epoch = load_or_create_epoch(&config.dir)?;
         let streams_dir = config.dir.join(STREAMS_DIR);
         if !streams_dir.exists() {
@@ -269,6 +285,7 @@ impl EmbeddedLog {
             permits,
             closed: AtomicBool::new(false),
             writer: Mutex::new(Some(handle)),
+            lock: Mutex::new(Some(lock)),
         }))
     }
 
@@ -297,6 +314,9 @@ impl EmbeddedLog {
                 tracing::error!("Log writer thread panicked.");
             }
         }
+        // Nothing writes after the writer stopped: another process may open the log now
+        // (a restart in the same process, while readers still hold this handle).
+        self.lock.lock().take();
     }
 
     fn stream(&self, name: &str) -> Result<Arc<Stream>, LogError> {
