@@ -31,7 +31,9 @@ fn spawn(dir: &std::path::Path) -> (Child, String) {
         .expect("spawn gateway");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("listening line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("listening line");
     let inbound = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("inbound="))
@@ -41,11 +43,16 @@ fn spawn(dir: &std::path::Path) -> (Child, String) {
 }
 
 fn event(id: u64) -> String {
-    format!(r#"{{"specversion":"1.0","id":"e{id}","source":"/crash","type":"crash","data":{{"n":{id}}}}}"#)
+    format!(
+        r#"{{"specversion":"1.0","id":"e{id}","source":"/crash","type":"crash","data":{{"n":{id}}}}}"#
+    )
 }
 
 /// Reads SSE frames `(event type, id, data)` until `stop` returns true.
-async fn read_sse(url: &str, mut stop: impl FnMut(&str, &str, &str) -> bool) -> Vec<(String, String, String)> {
+async fn read_sse(
+    url: &str,
+    mut stop: impl FnMut(&str, &str, &str) -> bool,
+) -> Vec<(String, String, String)> {
     let resp = reqwest::get(url).await.expect("sse connect");
     assert_eq!(resp.status(), 200, "sse status");
     let mut stream = resp.bytes_stream();
@@ -90,7 +97,8 @@ async fn acknowledged_events_survive_sigkill() {
         let (mut child, base) = spawn(dir.path());
         let mut publishers = Vec::new();
         for _ in 0..4 {
-            let (client, base, acked, next_id) = (client.clone(), base.clone(), acked.clone(), next_id.clone());
+            let (client, base, acked, next_id) =
+                (client.clone(), base.clone(), acked.clone(), next_id.clone());
             publishers.push(tokio::spawn(async move {
                 loop {
                     let id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -104,8 +112,13 @@ async fn acknowledged_events_survive_sigkill() {
                     if resp.status() != 202 {
                         continue;
                     }
-                    let Ok(body) = resp.json::<serde_json::Value>().await else { return };
-                    let cursor = body["tidegatecursor"].as_str().expect("cursor in ack").to_string();
+                    let Ok(body) = resp.json::<serde_json::Value>().await else {
+                        return;
+                    };
+                    let cursor = body["tidegatecursor"]
+                        .as_str()
+                        .expect("cursor in ack")
+                        .to_string();
                     acked.lock().unwrap().insert(id, cursor);
                 }
             }));
@@ -135,7 +148,9 @@ async fn acknowledged_events_survive_sigkill() {
     let marker_id = format!("e{marker}");
     let frames = tokio::time::timeout(
         Duration::from_secs(60),
-        read_sse(&url, |t, _, data| t == "crash" && data.contains(&format!("\"id\":\"{marker_id}\""))),
+        read_sse(&url, |t, _, data| {
+            t == "crash" && data.contains(&format!("\"id\":\"{marker_id}\""))
+        }),
     )
     .await
     .expect("replay finished in time");
@@ -143,7 +158,11 @@ async fn acknowledged_events_survive_sigkill() {
     child.wait().ok();
 
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 100, "publishers made progress: {} acknowledged", acked.len());
+    assert!(
+        acked.len() > 100,
+        "publishers made progress: {} acknowledged",
+        acked.len()
+    );
     let mut seen: HashMap<String, (usize, String)> = HashMap::new();
     let mut last_offset_cursor: Option<String> = None;
     let mut count = 0;
@@ -154,7 +173,11 @@ async fn acknowledged_events_survive_sigkill() {
         count += 1;
         let v: serde_json::Value = serde_json::from_str(data).expect("event json");
         let eid = v["id"].as_str().expect("id").to_string();
-        assert_eq!(v["tidegatecursor"].as_str(), Some(id.as_str()), "SSE id is the cursor");
+        assert_eq!(
+            v["tidegatecursor"].as_str(),
+            Some(id.as_str()),
+            "SSE id is the cursor"
+        );
         let entry = seen.entry(eid.clone()).or_insert((0, id.clone()));
         entry.0 += 1;
         assert_eq!(entry.0, 1, "event {eid} stored more than once");
@@ -167,9 +190,14 @@ async fn acknowledged_events_survive_sigkill() {
     }
     assert!(last_offset_cursor.is_some());
     for (id, cursor) in &acked {
-        let (n, stored_cursor) = seen.get(&format!("e{id}")).unwrap_or_else(|| panic!("acknowledged event e{id} lost"));
+        let (n, stored_cursor) = seen
+            .get(&format!("e{id}"))
+            .unwrap_or_else(|| panic!("acknowledged event e{id} lost"));
         assert_eq!(*n, 1);
         assert_eq!(stored_cursor, cursor, "event e{id} is where its 202 said");
     }
-    eprintln!("{rounds} kills, {} acknowledged, {count} stored and replayed in order", acked.len());
+    eprintln!(
+        "{rounds} kills, {} acknowledged, {count} stored and replayed in order",
+        acked.len()
+    );
 }
