@@ -21,7 +21,7 @@ const TOKEN_COOKIE: &str = "connection_token";
 const LAST_ID_COOKIE: &str = "last_event_id";
 const FIRST_EVENT: &str = "first_event";
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -96,11 +96,37 @@ pub async fn handler(
 
 async fn poll(state: &SharedState, info: ConnInfo, token: &str, last_id: &str) -> Response {
     let mut frames = Vec::new();
-    let wait = state.cfg.longpoll_wait;
-    let batch = state.cfg.write_batch_bytes.max(256 << 10);
-    let closed = tokio::time::timeout(wait, info.outbox.take(&mut frames, batch))
-        .await
-        .unwrap_or(None);
+    let mut closed = None;
+    match info.outbox.take_unconfirmed() {
+        // The cookie does not show the last response's id: that response was lost in
+        // flight (client aborted, proxy dropped it). Send its events again, except
+        // those the cookie proves were received.
+        Some((sent, stash)) if sent != last_id => {
+            let seen = Cursor::parse(last_id)
+                .ok()
+                .and_then(|c| c.offsets.first().copied());
+            frames = stash
+                .into_iter()
+                .filter(|f| match (f, seen) {
+                    (Frame::Event(e), Some(seen)) => e
+                        .cursor
+                        .as_deref()
+                        .and_then(|c| Cursor::parse(c).ok())
+                        .and_then(|c| c.offsets.first().copied())
+                        .is_none_or(|o| o > seen),
+                    _ => true,
+                })
+                .collect();
+        }
+        _ => {}
+    }
+    if frames.is_empty() {
+        let wait = state.cfg.longpoll_wait;
+        let batch = state.cfg.write_batch_bytes.max(256 << 10);
+        closed = tokio::time::timeout(wait, info.outbox.take(&mut frames, batch))
+            .await
+            .unwrap_or(None);
+    }
     let mut last = last_id.to_string();
     let mut body = BytesMut::with_capacity(frames.iter().map(Frame::cost).sum::<usize>() + 64);
     let mut events = Vec::with_capacity(frames.len() + 1);
@@ -132,6 +158,9 @@ async fn poll(state: &SharedState, info: ConnInfo, token: &str, last_id: &str) -
         body.put_slice(e);
     }
     body.put_slice(b"]}");
+    if closed.is_none() {
+        info.outbox.set_unconfirmed(last.clone(), frames);
+    }
     let mut resp = json_response(body.freeze());
     // The session ends with a close: the next poll opens a new one (and resumes).
     set_cookie(&mut resp, TOKEN_COOKIE, token, closed.is_some());

@@ -97,6 +97,9 @@ struct Inner {
     bytes: usize,
     closed: Option<CloseReason>,
     last_taken: Instant,
+    /// Long-polling only: the frames of the last response and the `last_event_id` it
+    /// carried, kept until the next poll proves the client received them.
+    unconfirmed: Option<Box<(String, Vec<Frame>)>>,
 }
 
 pub struct Outbox {
@@ -118,6 +121,7 @@ impl Outbox {
                 bytes: 0,
                 closed: None,
                 last_taken: Instant::now(),
+                unconfirmed: None,
             }),
             ready: Notify::new(),
             room: Notify::new(),
@@ -289,6 +293,18 @@ impl Outbox {
     /// When the consumer last took frames (long-poll expiry).
     pub fn last_taken(&self) -> Instant {
         self.inner.lock().last_taken
+    }
+
+    /// Keeps a long-poll response until the client confirms it (see [`Outbox::unconfirmed`]).
+    pub fn set_unconfirmed(&self, last_event_id: String, frames: Vec<Frame>) {
+        self.inner.lock().unconfirmed = Some(Box::new((last_event_id, frames)));
+    }
+
+    /// Takes the last long-poll response: `(last_event_id it carried, its frames)`.
+    /// A poll whose cookie still holds an older id means that response was lost in
+    /// flight; its frames are sent again, so long-polling is at-least-once too.
+    pub fn take_unconfirmed(&self) -> Option<(String, Vec<Frame>)> {
+        self.inner.lock().unconfirmed.take().map(|b| *b)
     }
 
     /// The consumer is gone; producers stop and the hub forgets the connection.
