@@ -38,4 +38,5 @@ if [ -f tests/browser/run.mjs ]; then
   TIDEGATE_BIN="$root/target/release/tidegate" node tests/browser/run.mjs
 fi
 
+log "benchmark smoke (bench/run.sh --smoke)"; bench/run.sh --smoke
 log "all tests passed"

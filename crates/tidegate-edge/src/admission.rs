@@ -35,37 +35,67 @@ pub struct AdmissionConfig {
 
 impl Default for AdmissionConfig {
     fn default() -> Self {
-        AdmissionConfig { max_inflight: 4096, rate_per_second: 0.0, burst: 100, max_principals: 100_000, max_backlog: 1_000_000 }
+        AdmissionConfig {
+            max_inflight: 4096,
+            rate_per_second: 0.0,
+            burst: 100,
+            max_principals: 100_000,
+            max_backlog: 1_000_000,
+        }
     }
 }
 
 impl Admission {
     pub fn new(cfg: AdmissionConfig) -> Result<Admission, String> {
         let rate = if cfg.rate_per_second > 0.0 {
-            Some(KeyedGcra::new(cfg.rate_per_second, cfg.burst.max(1), cfg.max_principals).map_err(|e| e.to_string())?)
+            Some(
+                KeyedGcra::new(cfg.rate_per_second, cfg.burst.max(1), cfg.max_principals)
+                    .map_err(|e| e.to_string())?,
+            )
         } else {
             None
         };
-        Ok(Admission { inflight: Arc::new(Semaphore::new(cfg.max_inflight.max(1))), rate, max_backlog: cfg.max_backlog })
+        Ok(Admission {
+            inflight: Arc::new(Semaphore::new(cfg.max_inflight.max(1))),
+            rate,
+            max_backlog: cfg.max_backlog,
+        })
     }
 
     /// Admits one publish request or says why not. Hold the permit until the answer.
     /// `peer: None` skips the per-principal rate (trusted backends on the internal port).
-    pub fn admit(&self, state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> ApiResult<OwnedSemaphorePermit> {
-        let shed = |reason: &'static str| state.metrics.http_overload.get_or_create(&ReasonLabel { reason }).inc();
+    pub fn admit(
+        &self,
+        state: &AppState,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> ApiResult<OwnedSemaphorePermit> {
+        let shed = |reason: &'static str| {
+            state
+                .metrics
+                .http_overload
+                .get_or_create(&ReasonLabel { reason })
+                .inc()
+        };
         let permit = self.inflight.clone().try_acquire_owned().map_err(|_| {
             shed("inflight");
             ApiError::unavailable("too many publish requests in flight", 1)
         })?;
         if state.hub.backlog() > self.max_backlog {
             shed("backlog");
-            return Err(ApiError::unavailable("fan-out backlog is above its high-water mark", 1));
+            return Err(ApiError::unavailable(
+                "fan-out backlog is above its high-water mark",
+                1,
+            ));
         }
         if let (Some(rate), Some(peer)) = (&self.rate, peer) {
             let key = principal(state, headers, peer);
             if let Err(retry) = rate.check(&key, tokio::time::Instant::now()) {
                 shed("rate");
-                return Err(ApiError::too_many("publish rate limit exceeded", retry.as_header_secs()));
+                return Err(ApiError::too_many(
+                    "publish rate limit exceeded",
+                    retry.as_header_secs(),
+                ));
             }
         }
         Ok(permit)

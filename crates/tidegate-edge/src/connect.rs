@@ -194,6 +194,10 @@ pub async fn open(
         400,
     )
     .await?;
+    state
+        .limits
+        .admit(transport, caller.session.as_deref(), &state.metrics)?;
+    let session = caller.session.clone();
     let conn = state
         .hub
         .connect(ConnectRequest {
@@ -203,5 +207,8 @@ pub async fn open(
             resume,
         })
         .await?;
+    state
+        .limits
+        .register(transport, session.as_deref(), &conn.outbox);
     Ok(conn)
 }

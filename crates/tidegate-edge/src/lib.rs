@@ -10,13 +10,17 @@ pub mod connect;
 pub mod cors;
 pub mod error;
 pub mod history;
+pub mod ingest;
 pub mod internal;
+pub mod limits;
 pub mod logstats;
 pub mod longpoll;
+pub mod net;
 pub mod publish;
 pub mod render;
 pub mod sse;
 pub mod state;
+pub mod streams;
 pub mod subscriptions;
 pub mod ws;
 
@@ -42,8 +46,14 @@ pub fn inbound_router(state: SharedState) -> Router {
         .route("/_rig/v1/events", post(publish::inbound))
         .route("/_tidegate/v1/history", get(history::handler))
         .route("/_rig/health", get(internal::health))
+        .merge(ingest::router(&state))
+        .merge(streams::router(state.clone()))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::client_rate,
+        ))
         .layer(axum::middleware::from_fn_with_state(cors, cors::layer))
         .with_state(state)
 }
@@ -57,6 +67,14 @@ pub fn internal_router(state: SharedState) -> Router {
         .route("/health/ready", get(internal::ready))
         .route("/metrics", get(internal::metrics))
         .route("/v3/messages", post(publish::internal))
+        .route("/v3/routes", get(ingest::routes_list))
+        .route("/v3/routes/{name}", get(ingest::route_get))
+        .route("/v3/routes/{name}/dlq", get(ingest::dlq_list))
+        .route("/v3/routes/{name}/dlq/replay", post(ingest::dlq_replay))
+        .route(
+            "/v3/routes/{name}/dlq/{offset}",
+            get(ingest::dlq_get).delete(ingest::dlq_delete),
+        )
         .route("/v3/session-blacklist", post(internal::blacklist_add))
         .route("/v3/session-blacklist/{id}", get(internal::blacklist_get))
         .route(

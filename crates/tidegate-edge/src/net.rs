@@ -40,7 +40,9 @@ impl axum::serve::Listener for StallGuardListener {
                 Err(e) => {
                     let transient = matches!(
                         e.kind(),
-                        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                        io::ErrorKind::ConnectionRefused
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
                     );
                     if !transient {
                         // EMFILE and the like: wait for descriptors to free up.
@@ -66,7 +68,11 @@ pub struct StallGuard<IO> {
 
 impl<IO> StallGuard<IO> {
     pub fn new(io: IO, stall: Duration) -> Self {
-        StallGuard { io, stall, deadline: None }
+        StallGuard {
+            io,
+            stall,
+            deadline: None,
+        }
     }
 
     pub fn get_ref(&self) -> &IO {
@@ -75,9 +81,14 @@ impl<IO> StallGuard<IO> {
 
     fn on_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let stall = self.stall;
-        let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
         match deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading (write stalled)")),
+            Poll::Ready(()) => Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "peer stopped reading (write stalled)",
+            )),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -97,13 +108,21 @@ impl<IO> StallGuard<IO> {
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for StallGuard<IO> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for StallGuard<IO> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let res = Pin::new(&mut self.io).poll_write(cx, buf);
         self.track(cx, res)
     }

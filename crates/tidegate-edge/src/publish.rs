@@ -4,10 +4,10 @@
 //! the event with its cursor. Fan-out happens from the log's tail, not from here.
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use std::net::SocketAddr;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use tidegate_core::cursor::Cursor;

@@ -78,7 +78,13 @@ pub struct AppState {
     pub log_metrics: Option<Box<dyn Fn() -> String + Send + Sync>>,
     /// Node-wide bound on new connections (RIG's `MAX_CONNECTIONS_PER_MINUTE`).
     pub connection_rate: Option<tidegate_flow::rate::Gcra>,
+    /// Per-client rate, per-session and long-poll bounds ([`crate::limits`]).
+    pub limits: crate::limits::ConnectionLimits,
     pub admission: crate::admission::Admission,
+    /// Ingestion routes and their delivery (status, DLQ) ([`crate::ingest`]).
+    pub ingest: crate::ingest::Ingest,
+    /// The Durable Streams protocol's table of streams ([`crate::streams`]).
+    pub streams: crate::streams::Streams,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -96,6 +96,28 @@ pub struct Connections {
     pub max_subscriptions: usize,
     pub max_constraints: usize,
     pub ws_max_message_bytes: usize,
+    /// Live connections per session id (the `JWT_SESSION_FIELD` claim); 0 = unlimited.
+    pub max_connections_per_session: usize,
+    /// New connections per minute per client IP address; 0 = unlimited.
+    pub max_connections_per_minute_per_client: u32,
+    /// Live long-polling sessions on this node; 0 = unlimited.
+    pub max_longpoll_sessions: usize,
+    /// Largest request head (request line + headers) on both ports; bigger ones get 431.
+    pub max_header_bytes: usize,
+}
+
+/// HTTPS beside HTTP on both ports when a certificate and key are configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// RIG's `HTTPS_CERTFILE`: PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// RIG's `HTTPS_KEYFILE`: PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// RIG's `INBOUND_HTTPS_PORT`.
+    pub inbound_port: u16,
+    /// RIG's `API_HTTPS_PORT`.
+    pub internal_port: u16,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +136,29 @@ pub struct Events {
     pub max_batch_events: usize,
 }
 
+/// The Durable Streams protocol on the inbound port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Streams {
+    /// URL prefix of stream paths; empty disables the protocol.
+    pub prefix: String,
+    /// Require a valid JWT bearer token for every request under the prefix.
+    pub require_auth: bool,
+    pub longpoll_wait_secs: u64,
+    pub sse_max_secs: u64,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Streams {
+            prefix: "/v1/stream".into(),
+            require_auth: false,
+            longpoll_wait_secs: 5,
+            sse_max_secs: 60,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -123,6 +168,8 @@ pub struct Config {
     pub jwt: Jwt,
     pub connections: Connections,
     pub events: Events,
+    pub tls: Tls,
+    pub streams: Streams,
     /// RIG's `CORS`: `*` or a comma-separated list of origins.
     pub cors: String,
     /// RIG's `EXTRACTORS`: inline JSON or a file path.
@@ -136,6 +183,8 @@ pub struct Config {
     pub log_level: String,
     /// RIG's `LOG_FMT`: `erlang`/`text` or `json`.
     pub log_format: String,
+    /// Ingestion routes with reliable delivery (`[[routes]]`, TOML only).
+    pub routes: Vec<tidegate_delivery::RouteConfig>,
 }
 
 impl Default for Listener {
@@ -207,6 +256,21 @@ impl Default for Connections {
             max_subscriptions: 100,
             max_constraints: 100,
             ws_max_message_bytes: 64 << 10,
+            max_connections_per_session: 100,
+            max_connections_per_minute_per_client: 600,
+            max_longpoll_sessions: 10_000,
+            max_header_bytes: 64 << 10,
+        }
+    }
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            cert_file: None,
+            key_file: None,
+            inbound_port: 4001,
+            internal_port: 4011,
         }
     }
 }
@@ -235,6 +299,8 @@ impl Default for Config {
             jwt: Jwt::default(),
             connections: Connections::default(),
             events: Events::default(),
+            tls: Tls::default(),
+            streams: Streams::default(),
             cors: "*".into(),
             extractors: None,
             subscription_check: "no_check".into(),
@@ -242,6 +308,7 @@ impl Default for Config {
             check_timeout_ms: 5000,
             log_level: "info".into(),
             log_format: "text".into(),
+            routes: Vec::new(),
         }
     }
 }
@@ -274,6 +341,8 @@ fn list(v: &str) -> Vec<String> {
 }
 
 /// Ordered: for each setting the first name is RIG's (if any); later names win.
+// Each setter is `Ok(field = value)`: one line per variable reads best here.
+#[allow(clippy::unit_arg)]
 const ENV: &[EnvVar] = &[
     EnvVar {
         names: &["INBOUND_PORT", "TIDEGATE_INBOUND_PORT"],
@@ -391,6 +460,42 @@ const ENV: &[EnvVar] = &[
         apply: |c, n, v| Ok(c.connections.max_connections_per_minute = num(n, v)?),
     },
     EnvVar {
+        names: &["TIDEGATE_MAX_CONNECTIONS_PER_SESSION"],
+        apply: |c, n, v| Ok(c.connections.max_connections_per_session = num(n, v)?),
+    },
+    EnvVar {
+        names: &["TIDEGATE_MAX_CONNECTIONS_PER_MINUTE_PER_CLIENT"],
+        apply: |c, n, v| Ok(c.connections.max_connections_per_minute_per_client = num(n, v)?),
+    },
+    EnvVar {
+        names: &["TIDEGATE_MAX_LONGPOLL_SESSIONS"],
+        apply: |c, n, v| Ok(c.connections.max_longpoll_sessions = num(n, v)?),
+    },
+    EnvVar {
+        names: &["TIDEGATE_MAX_HEADER_BYTES"],
+        apply: |c, n, v| Ok(c.connections.max_header_bytes = num(n, v)?),
+    },
+    EnvVar {
+        names: &["HTTPS_CERTFILE", "TIDEGATE_TLS_CERT_FILE"],
+        apply: |c, _, v| {
+            Ok(c.tls.cert_file = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty()))
+        },
+    },
+    EnvVar {
+        names: &["HTTPS_KEYFILE", "TIDEGATE_TLS_KEY_FILE"],
+        apply: |c, _, v| {
+            Ok(c.tls.key_file = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty()))
+        },
+    },
+    EnvVar {
+        names: &["INBOUND_HTTPS_PORT", "TIDEGATE_INBOUND_HTTPS_PORT"],
+        apply: |c, n, v| Ok(c.tls.inbound_port = num(n, v)?),
+    },
+    EnvVar {
+        names: &["API_HTTPS_PORT", "TIDEGATE_INTERNAL_HTTPS_PORT"],
+        apply: |c, n, v| Ok(c.tls.internal_port = num(n, v)?),
+    },
+    EnvVar {
         names: &["TIDEGATE_LONGPOLL_WAIT_SECS"],
         apply: |c, n, v| Ok(c.connections.longpoll_wait_secs = num(n, v)?),
     },
@@ -409,6 +514,18 @@ const ENV: &[EnvVar] = &[
     EnvVar {
         names: &["TIDEGATE_MAX_BODY_BYTES"],
         apply: |c, n, v| Ok(c.events.max_body_bytes = num(n, v)?),
+    },
+    EnvVar {
+        names: &["TIDEGATE_STREAMS_PREFIX"],
+        apply: |c, _, v| Ok(c.streams.prefix = v.trim().trim_end_matches('/').to_string()),
+    },
+    EnvVar {
+        names: &["TIDEGATE_STREAMS_REQUIRE_AUTH"],
+        apply: |c, n, v| Ok(c.streams.require_auth = boolean(n, v)?),
+    },
+    EnvVar {
+        names: &["TIDEGATE_STREAMS_LONGPOLL_WAIT_SECS"],
+        apply: |c, n, v| Ok(c.streams.longpoll_wait_secs = num(n, v)?),
     },
     EnvVar {
         names: &["CORS", "TIDEGATE_CORS"],
@@ -472,6 +589,16 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        tidegate_delivery::config::validate_routes(&self.routes)
+            .map_err(|(name, message)| invalid(&name, message))?;
+        for r in &self.routes {
+            if r.max_body_bytes > self.events.max_event_bytes {
+                return Err(invalid(
+                    &format!("routes.{}.max_body_bytes", r.name),
+                    "must not exceed events.max_event_bytes (the log's record limit)",
+                ));
+            }
+        }
         if !matches!(self.log.durability.as_str(), "fsync" | "buffered") {
             return Err(invalid(
                 "log.durability",
@@ -509,6 +636,19 @@ impl Config {
         }
         if !matches!(self.log_format.as_str(), "text" | "erlang" | "json") {
             return Err(invalid("log_format", "expected text (or erlang) or json"));
+        }
+        if self.connections.max_header_bytes < 8192 {
+            // hyper's smallest read buffer.
+            return Err(invalid(
+                "connections.max_header_bytes",
+                "must be at least 8192",
+            ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(invalid(
+                "tls",
+                "HTTPS_CERTFILE and HTTPS_KEYFILE must be set together",
+            ));
         }
         if !self.jwt.session_field.is_empty() && !self.jwt.session_field.starts_with('/') {
             return Err(invalid(
@@ -582,6 +722,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("log.durability"), "{e}");
+    }
+
+    #[test]
+    fn tls_and_limit_settings_take_rig_and_tidegate_names() {
+        let c = Config::load(None, &HashMap::new()).unwrap();
+        assert_eq!((c.tls.inbound_port, c.tls.internal_port), (4001, 4011));
+        assert!(c.tls.cert_file.is_none());
+        let c = Config::load(
+            None,
+            &env(&[
+                ("HTTPS_CERTFILE", "/c.pem"),
+                ("HTTPS_KEYFILE", "/k.pem"),
+                ("INBOUND_HTTPS_PORT", "5001"),
+                ("API_HTTPS_PORT", "5011"),
+                ("TIDEGATE_MAX_CONNECTIONS_PER_SESSION", "7"),
+                ("TIDEGATE_MAX_HEADER_BYTES", "9000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls.cert_file.as_deref(),
+            Some(std::path::Path::new("/c.pem"))
+        );
+        assert_eq!((c.tls.inbound_port, c.tls.internal_port), (5001, 5011));
+        assert_eq!(c.connections.max_connections_per_session, 7);
+        assert_eq!(c.connections.max_header_bytes, 9000);
+        let e = Config::load(None, &env(&[("HTTPS_CERTFILE", "/c.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("HTTPS_KEYFILE"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod tls;
 
 use anyhow::Context;
 use std::collections::HashSet;
@@ -34,6 +35,9 @@ pub const EVENTS_STREAM: &str = "events";
 pub struct Running {
     pub inbound: SocketAddr,
     pub internal: SocketAddr,
+    /// HTTPS listeners, when a certificate is configured.
+    pub inbound_https: Option<SocketAddr>,
+    pub internal_https: Option<SocketAddr>,
     /// The internal API token in force (generated when none was configured).
     pub api_token: Option<String>,
     shutdown: CancellationToken,
@@ -217,6 +221,12 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
     } else {
         None
     };
+    let delivery = tidegate_delivery::Delivery::open(log.clone(), cfg.routes.clone())
+        .await
+        .context("ingestion routes")?;
+    let ingest =
+        tidegate_edge::ingest::Ingest::new(delivery.clone()).map_err(anyhow::Error::msg)?;
+    let route_metrics = delivery.clone();
     let stats_log = embedded.clone();
     let state = Arc::new(AppState {
         cfg: edge_cfg,
@@ -231,19 +241,40 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
         blacklist,
         log_level,
         log_metrics: Some(Box::new(move || {
-            tidegate_edge::logstats::render(&stats_log.stats())
+            let mut text = tidegate_edge::logstats::render(&stats_log.stats());
+            text.push_str(&route_metrics.render_metrics());
+            text
         })),
         connection_rate,
-        admission: tidegate_edge::admission::Admission::new(tidegate_edge::admission::AdmissionConfig {
-            max_inflight: cfg.events.max_inflight_publishes,
-            rate_per_second: cfg.events.publish_rate_per_second,
-            burst: cfg.events.publish_burst,
-            max_backlog: cfg.events.max_backlog_records,
+        limits: tidegate_edge::limits::ConnectionLimits::new(tidegate_edge::limits::LimitsConfig {
+            max_connections_per_session: c.max_connections_per_session,
+            max_connections_per_minute_per_client: c.max_connections_per_minute_per_client,
+            max_longpoll_sessions: c.max_longpoll_sessions,
             ..Default::default()
         })
+        .context("connections.max_connections_per_minute_per_client")?,
+        admission: tidegate_edge::admission::Admission::new(
+            tidegate_edge::admission::AdmissionConfig {
+                max_inflight: cfg.events.max_inflight_publishes,
+                rate_per_second: cfg.events.publish_rate_per_second,
+                burst: cfg.events.publish_burst,
+                max_backlog: cfg.events.max_backlog_records,
+                ..Default::default()
+            },
+        )
         .map_err(|e| anyhow::anyhow!("setting `events.publish_rate_per_second`: {e}"))?,
+        ingest,
+        streams: tidegate_edge::streams::Streams::new(tidegate_edge::streams::StreamsConfig {
+            prefix: cfg.streams.prefix.clone(),
+            require_auth: cfg.streams.require_auth,
+            longpoll_wait: Duration::from_secs(cfg.streams.longpoll_wait_secs.max(1)),
+            sse_max: Duration::from_secs(cfg.streams.sse_max_secs.max(1)),
+            max_record_bytes: cfg.events.max_event_bytes.clamp(1024, 256 << 10),
+            ..Default::default()
+        }),
     });
 
+    delivery.spawn(&tasks, shutdown.clone())?;
     let inbound_addr = format!("{}:{}", cfg.inbound.host, cfg.inbound.port);
     let internal_addr = format!("{}:{}", cfg.internal.host, cfg.internal.port);
     let inbound = TcpListener::bind(&inbound_addr)
@@ -254,34 +285,55 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
         .with_context(|| format!("binding the internal port {internal_addr}"))?;
     let inbound_local = inbound.local_addr()?;
     let internal_local = internal.local_addr()?;
-
-    for (listener, router, name) in [
-        (
-            inbound,
-            tidegate_edge::inbound_router(state.clone()),
-            "inbound",
-        ),
-        (
-            internal,
-            tidegate_edge::internal_router(state.clone()),
-            "internal",
-        ),
-    ] {
-        let sd = shutdown.clone();
-        tasks.spawn(async move {
-            let app = router.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { sd.cancelled().await })
+    let inbound_router = tidegate_edge::inbound_router(state.clone());
+    let internal_router = tidegate_edge::internal_router(state.clone());
+    let mut listeners = vec![
+        (inbound, inbound_router.clone(), None),
+        (internal, internal_router.clone(), None),
+    ];
+    let (mut inbound_https, mut internal_https) = (None, None);
+    if let (Some(cert), Some(key)) = (&cfg.tls.cert_file, &cfg.tls.key_file) {
+        let acceptor = tls::acceptor(cert, key).context("HTTPS_CERTFILE / HTTPS_KEYFILE")?;
+        for (host, port, router, bound) in [
+            (
+                &cfg.inbound.host,
+                cfg.tls.inbound_port,
+                inbound_router,
+                &mut inbound_https,
+            ),
+            (
+                &cfg.internal.host,
+                cfg.tls.internal_port,
+                internal_router,
+                &mut internal_https,
+            ),
+        ] {
+            let addr = format!("{host}:{port}");
+            let l = TcpListener::bind(&addr)
                 .await
-            {
-                warn!(listener = name, error = %e, "Server stopped with an error");
-            }
-        });
+                .with_context(|| format!("binding the HTTPS port {addr}"))?;
+            *bound = Some(l.local_addr()?);
+            listeners.push((l, router, Some(acceptor.clone())));
+        }
     }
-    info!(inbound = %inbound_local, internal = %internal_local, "Tidegate is listening");
+    let opts = tls::ServeOptions {
+        max_header_bytes: c.max_header_bytes,
+    };
+    for (listener, router, acceptor) in listeners {
+        tasks.spawn(tls::serve(
+            listener,
+            router,
+            acceptor,
+            opts,
+            shutdown.clone(),
+        ));
+    }
+    info!(inbound = %inbound_local, internal = %internal_local, inbound_https = ?inbound_https, internal_https = ?internal_https, "Tidegate is listening");
     Ok(Running {
         inbound: inbound_local,
         internal: internal_local,
+        inbound_https,
+        internal_https,
         api_token,
         shutdown,
         tasks,
