@@ -5,59 +5,11 @@
 //! hyper (SSE, long-poll) and tungstenite (WebSocket) drop the connection.
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
-
-pub struct StallGuardListener {
-    inner: TcpListener,
-    stall: Duration,
-}
-
-impl StallGuardListener {
-    pub fn new(inner: TcpListener, stall: Duration) -> Self {
-        StallGuardListener { inner, stall }
-    }
-}
-
-impl axum::serve::Listener for StallGuardListener {
-    type Io = StallGuard<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    // Events are small and latency matters more than packet count;
-                    // coalescing happens above, in the connection's batch writes.
-                    let _ = stream.set_nodelay(true);
-                    return (StallGuard::new(stream, self.stall), addr);
-                }
-                Err(e) => {
-                    let transient = matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionRefused
-                            | io::ErrorKind::ConnectionAborted
-                            | io::ErrorKind::ConnectionReset
-                    );
-                    if !transient {
-                        // EMFILE and the like: wait for descriptors to free up.
-                        tracing::error!(error = %e, "Accept failed; pausing accepts for 100 ms");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
 
 pub struct StallGuard<IO> {
     io: IO,

@@ -202,12 +202,19 @@ impl std::fmt::Debug for EmbeddedLog {
 }
 
 fn lock_dir(dir: &std::path::Path) -> Result<fs::File, LogError> {
-    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => Err(LogError::Io(std::io::Error::new(
             std::io::ErrorKind::WouldBlock,
-            format!("the log directory {} is in use by another process", dir.display()),
+            format!(
+                "the log directory {} is in use by another process",
+                dir.display()
+            ),
         ))),
         Err(fs::TryLockError::Error(e)) => Err(LogError::Io(e)),
     }

@@ -83,6 +83,8 @@ pub struct Jwt {
 #[serde(default, deny_unknown_fields)]
 pub struct Connections {
     pub heartbeat_secs: u64,
+    /// A write to a client that makes no progress for this long drops the connection.
+    pub write_stall_secs: u64,
     pub queue_limit_bytes: usize,
     /// `disconnect` (default), `drop_oldest` or `drop_newest`.
     pub overflow_policy: String,
@@ -246,6 +248,7 @@ impl Default for Connections {
     fn default() -> Self {
         Connections {
             heartbeat_secs: 15,
+            write_stall_secs: 30,
             queue_limit_bytes: 1 << 20,
             overflow_policy: "disconnect".into(),
             overflow_policies: HashMap::new(),
@@ -439,6 +442,10 @@ const ENV: &[EnvVar] = &[
     EnvVar {
         names: &["TIDEGATE_HEARTBEAT_SECS"],
         apply: |c, n, v| Ok(c.connections.heartbeat_secs = num(n, v)?),
+    },
+    EnvVar {
+        names: &["TIDEGATE_WRITE_STALL_SECS"],
+        apply: |c, n, v| Ok(c.connections.write_stall_secs = num(n, v)?),
     },
     EnvVar {
         names: &["TIDEGATE_QUEUE_LIMIT_BYTES"],

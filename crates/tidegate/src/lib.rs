@@ -318,6 +318,7 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
     }
     let opts = tls::ServeOptions {
         max_header_bytes: c.max_header_bytes,
+        write_stall: Duration::from_secs(c.write_stall_secs.max(1)),
     };
     for (listener, router, acceptor) in listeners {
         tasks.spawn(tls::serve(

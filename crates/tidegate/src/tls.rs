@@ -77,6 +77,9 @@ pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsErr
 pub struct ServeOptions {
     /// Largest request head; at least 8192 (hyper's smallest buffer).
     pub max_header_bytes: usize,
+    /// A write that makes no progress for this long fails and the connection is
+    /// dropped: a client that stopped reading must not hold its socket forever.
+    pub write_stall: Duration,
 }
 
 /// Accepts on `listener` until `shutdown`, then drains the open connections.
@@ -102,6 +105,7 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
+        let tcp = tidegate_edge::net::StallGuard::new(tcp, opts.write_stall);
         let router = router.clone();
         let sd = shutdown.clone();
         let tls = tls.clone();

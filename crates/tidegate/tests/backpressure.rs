@@ -171,13 +171,13 @@ async fn metric(client: &reqwest::Client, internal: std::net::SocketAddr, name: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_subscriber_that_never_reads_does_not_delay_fast_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = tidegate::start(config(dir.path(), "disconnect", 64 << 10), None)
-        .await
-        .unwrap();
+    let mut cfg = config(dir.path(), "disconnect", 64 << 10);
+    cfg.connections.write_stall_secs = 1;
+    let gw = tidegate::start(cfg, None).await.unwrap();
     let base = format!("http://{}", gw.inbound);
     let client = reqwest::Client::new();
 
-    let _stuck = raw_sse(gw.inbound).await;
+    let mut stuck = raw_sse(gw.inbound).await;
     let total: u64 = 400;
     let mut fast = Vec::new();
     for _ in 0..10 {
@@ -246,6 +246,22 @@ async fn a_subscriber_that_never_reads_does_not_delay_fast_ones() {
     );
     let grown = rss_kib().saturating_sub(rss_before);
     assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    // The write-stall deadline dropped the socket itself: draining what the kernel
+    // buffered ends in EOF (or a reset), not in an endless stream.
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match stuck.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "the stuck connection was closed by the gateway"
+    );
     gw.shutdown().await;
 }
 

@@ -322,7 +322,7 @@ fn sse_data(json: bool, text: bool, messages: &[Bytes]) -> Bytes {
         }
     } else {
         let body = body_of(false, messages);
-        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(b"data:");
         out.extend_from_slice(
             base64::engine::general_purpose::STANDARD
                 .encode(&body)

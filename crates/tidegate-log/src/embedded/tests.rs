@@ -849,7 +849,10 @@ async fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(config(dir.path())).unwrap();
     let err = EmbeddedLog::open(config(dir.path())).unwrap_err();
-    assert!(err.to_string().contains("in use by another process"), "{err}");
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
     log.close();
     drop(log);
     EmbeddedLog::open(config(dir.path())).unwrap();
