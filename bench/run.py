@@ -1,0 +1,570 @@
+#!/usr/bin/env python3
+"""Tidegate benchmark orchestrator: runs every scenario against Tidegate (and, for
+density and fan-out, Pushpin and Nchan in the same run), writes results JSON,
+BENCHMARKS.md and PNG plots. Invoked by bench/run.sh; every step is bounded in time."""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.path.join(ROOT, "target", "release")
+GW = os.path.join(TARGET, "tidegate")
+BENCH = os.path.join(TARGET, "tidegate-bench")
+SECRET = "bench-secret"
+EXTRACTORS = json.dumps({"greeting": {"name": {"stable_field_index": 0,
+                         "event": {"json_pointer": "/data/name"}, "jwt": {"json_pointer": "/sub"}}}})
+CLK = os.sysconf("SC_CLK_TCK")
+WORK = tempfile.mkdtemp(prefix="tgbench-")
+STARTED = []  # processes this script started, stopped at exit
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def tree(pid):
+    """pid and all its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def rss_kib(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def cpu_secs(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / CLK
+
+
+def srv_rss(server):
+    return rss_kib(server.pid) + sum(rss_kib(p.pid) for p in getattr(server, "extra", []))
+
+
+def srv_cpu(server):
+    return cpu_secs(server.pid) + sum(cpu_secs(p.pid) for p in getattr(server, "extra", []))
+
+
+class Server:
+    def __init__(self, name, proc, inbound, publish):
+        self.name, self.proc, self.inbound, self.publish = name, proc, inbound, publish
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc in STARTED:
+            STARTED.remove(self.proc)
+
+
+def spawn(cmd, env=None, cwd=None, stdout=None, stderr=None):
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=stdout or subprocess.DEVNULL,
+                         stderr=stderr or subprocess.DEVNULL, start_new_session=True)
+    STARTED.append(p)
+    return p
+
+
+def wait_port(port, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def start_tidegate(durability="fsync", extra=None):
+    d = tempfile.mkdtemp(dir=WORK, prefix="gw-")
+    env = dict(os.environ, INBOUND_PORT="0", API_HTTP_PORT="0", TIDEGATE_INBOUND_HOST="127.0.0.1",
+               TIDEGATE_LOG_DIR=os.path.join(d, "log"), TIDEGATE_INTERNAL_TOKEN="bench",
+               TIDEGATE_LOG_DURABILITY=durability, JWT_SECRET_KEY=SECRET, EXTRACTORS=EXTRACTORS,
+               MAX_CONNECTIONS_PER_MINUTE="0", TIDEGATE_MAX_CONNECTIONS="100000", LOG_LEVEL="warn")
+    env.update(extra or {})
+    out = open(os.path.join(d, "stdout"), "w+")
+    p = spawn([GW], env=env, stdout=out, stderr=open(os.path.join(d, "stderr"), "w"))
+    end = time.time() + 20
+    while time.time() < end:
+        out.seek(0)
+        for line in out.read().splitlines():
+            if line.startswith("tidegate listening"):
+                inbound = line.split("inbound=")[1].split()[0]
+                return Server("tidegate", p, inbound, inbound)
+        if p.poll() is not None:
+            raise RuntimeError(f"tidegate exited: {open(os.path.join(d, 'stderr')).read()[-2000:]}")
+        time.sleep(0.05)
+    raise RuntimeError("tidegate did not start")
+
+
+def render(template, out, **kw):
+    text = open(os.path.join(ROOT, "bench", "peers", template)).read()
+    for k, v in kw.items():
+        text = text.replace(f"@{k}@", str(v))
+    with open(out, "w") as f:
+        f.write(text)
+
+
+def start_nchan():
+    d = tempfile.mkdtemp(dir=WORK, prefix="nchan-")
+    port = free_port()
+    conf = os.path.join(d, "nginx.conf")
+    render("nchan.conf.in", conf, RUNDIR=d, PORT=port)
+    p = spawn(["nginx", "-c", conf, "-p", d, "-g", "daemon off;"],
+              stderr=open(os.path.join(d, "stderr"), "w"))
+    wait_port(port)
+    return Server("nchan", p, f"127.0.0.1:{port}", f"127.0.0.1:{port}")
+
+
+def start_pushpin():
+    d = tempfile.mkdtemp(dir=WORK, prefix="pushpin-")
+    os.makedirs(os.path.join(d, "log"))
+    origin_port = free_port()
+    origin = spawn([BENCH, "grip-origin", "--listen", f"127.0.0.1:{origin_port}", "--duration", "3600"])
+    wait_port(origin_port)
+    offset = 3000 + (os.getpid() % 500) * 10
+    http_port = free_port()
+    render("routes.in", os.path.join(d, "routes"), ORIGIN=f"127.0.0.1:{origin_port}")
+    render("pushpin.conf.in", os.path.join(d, "pushpin.conf"), RUNDIR=d, HTTP_PORT=http_port,
+           PORT_OFFSET=offset)
+    render("zurl.conf.in", os.path.join(d, "zurl.conf"), RUNDIR=d)
+    zurl = spawn(["zurl", "--config=" + os.path.join(d, "zurl.conf")])
+    p = spawn(["pushpin", "--config", os.path.join(d, "pushpin.conf")],
+              stderr=open(os.path.join(d, "stderr"), "w"))
+    wait_port(http_port)
+    wait_port(5561 + offset)
+    time.sleep(2)  # handler and proxy finish connecting their ZeroMQ sockets
+    s = Server("pushpin", p, f"127.0.0.1:{http_port}", f"127.0.0.1:{5561 + offset}")
+    s.origin = origin
+    s.extra = [zurl]
+    return s
+
+
+def start(target, **kw):
+    return {"tidegate": start_tidegate, "nchan": start_nchan, "pushpin": start_pushpin}[target](**kw)
+
+
+def stop(server):
+    server.stop()
+    for o in [getattr(server, "origin", None)] + getattr(server, "extra", []):
+        if o is not None and o.poll() is None:
+            os.killpg(o.pid, signal.SIGTERM)
+            o.wait()
+            STARTED.remove(o)
+
+
+class Subs:
+    """K client processes holding connections until stopped (or their own deadline)."""
+
+    def __init__(self, target, transport, addr, counts, offset=0, duration=120, slow=0):
+        self.dir = tempfile.mkdtemp(dir=WORK, prefix="subs-")
+        self.stop_file = os.path.join(self.dir, "stop")
+        self.procs = []
+        off = offset
+        for i, n in enumerate(counts):
+            p = spawn([BENCH, "subs", "--target", target, "--transport", transport, "--addr", addr,
+                       "--n", str(n), "--user-offset", str(off), "--secret", SECRET,
+                       "--duration", str(duration), "--slow", str(slow if i == 0 else 0),
+                       "--ready-file", os.path.join(self.dir, f"ready{i}"),
+                       "--stop-file", self.stop_file, "--out", os.path.join(self.dir, f"out{i}")],
+                      stderr=open(os.path.join(self.dir, f"err{i}"), "w"))
+            self.procs.append(p)
+            off += n
+
+    def wait_ready(self, timeout=180):
+        end = time.time() + timeout
+        res = []
+        for i, p in enumerate(self.procs):
+            f = os.path.join(self.dir, f"ready{i}")
+            while not os.path.exists(f) and time.time() < end and p.poll() is None:
+                time.sleep(0.1)
+            time.sleep(0.05)
+            res.append(json.load(open(f)) if os.path.exists(f) else {"ready": 0, "failed": -1})
+        return {"ready": sum(r["ready"] for r in res), "failed": sum(r["failed"] for r in res),
+                "connect_secs": max(r.get("connect_secs", 0) for r in res),
+                "first_error": next((r.get("first_error") for r in res if r.get("first_error")), None)}
+
+    def cpu(self):
+        return sum(cpu_secs(p.pid) for p in self.procs if p.poll() is None)
+
+    def finish(self):
+        self.client_cpu_s = self.cpu()
+        open(self.stop_file, "w").close()
+        outs = []
+        for i, p in enumerate(self.procs):
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+            STARTED.remove(p)
+            f = os.path.join(self.dir, f"out{i}")
+            if os.path.exists(f):
+                outs.append(json.load(open(f)))
+        return merge_subs(outs)
+
+
+def merge_hist(hs):
+    buckets = {}
+    for h in hs:
+        for v, c in h.get("buckets", []):
+            buckets[v] = buckets.get(v, 0) + c
+    items = sorted(buckets.items())
+    total = sum(c for _, c in items)
+
+    def q(x):
+        if not total:
+            return 0
+        need, acc = x * total, 0
+        for v, c in items:
+            acc += c
+            if acc >= need:
+                return v
+        return items[-1][0]
+    return {"count": total, "p50_us": q(0.5), "p99_us": q(0.99), "p999_us": q(0.999),
+            "max_us": items[-1][0] if items else 0}
+
+
+def merge_subs(outs):
+    if not outs:
+        return {"ready": 0, "deliveries": 0, "latency": merge_hist([])}
+    return {"ready": sum(o["ready"] for o in outs), "failed": sum(o["failed"] for o in outs),
+            "closed_by_server": sum(o["closed_by_server"] for o in outs),
+            "deliveries": sum(o["deliveries"] for o in outs),
+            "fast_min_received": min(o["fast_min_received"] for o in outs if o["n"] > 0),
+            "slow_received": sum(o["slow_received"] for o in outs),
+            "first_error": next((o["first_error"] for o in outs if o["first_error"]), None),
+            "latency": merge_hist([o["latency"] for o in outs])}
+
+
+def publish(target, addr, **kw):
+    out = os.path.join(WORK, f"pub-{time.time_ns()}.json")
+    cmd = [BENCH, "pub", "--target", target, "--addr", addr, "--out", out]
+    for k, v in kw.items():
+        cmd += ["--" + k.replace("_", "-"), str(v)]
+    subprocess.run(cmd, timeout=float(kw.get("duration", 10)) + 30, check=True)
+    return json.load(open(out))
+
+
+def split(n, per):
+    k = max(1, -(-n // per))
+    return [n // k + (1 if i < n % k else 0) for i in range(k)]
+
+
+# ---------------------------------------------------------------- scenarios
+
+def density(cfg, target, transport):
+    server = start(target)
+    try:
+        time.sleep(1)
+        base = srv_rss(server)
+        stages, subs, opened = [], [], 0
+        for n in cfg["density_stages"]:
+            add = n - opened
+            s = Subs(target, transport, server.inbound, split(add, cfg["per_proc"]), offset=opened,
+                     duration=cfg["density_hold"])
+            r = s.wait_ready()
+            subs.append(s)
+            opened += r["ready"]
+            time.sleep(cfg["settle"])
+            rss = srv_rss(server)
+            stages.append({"target_n": n, "open": opened, "failed": r["failed"], "rss_kib": rss,
+                           "kib_per_conn": (rss - base) / max(opened, 1), "first_error": r["first_error"],
+                           "connect_secs": r["connect_secs"]})
+            log(f"density {target}/{transport}: {opened} open, rss {rss} KiB "
+                f"({stages[-1]['kib_per_conn']:.2f} KiB/conn)")
+            if r["failed"]:
+                log(f"  failures: {r['failed']} first error: {r['first_error']}")
+        c0, t0 = srv_cpu(server), time.time()
+        time.sleep(cfg["idle_window"])
+        c1, t1 = srv_cpu(server), time.time()
+        for s in subs:
+            s.finish()
+        idle_us = (c1 - c0) * 1e6 / max(opened, 1) / (t1 - t0)
+        return {"target": target, "transport": transport, "base_rss_kib": base, "stages": stages,
+                "open": opened, "kib_per_conn": stages[-1]["kib_per_conn"],
+                "idle_cpu_us_per_conn_s": idle_us, "idle_window_s": t1 - t0,
+                "idle_cpu_pct": (c1 - c0) * 100 / (t1 - t0)}
+    finally:
+        stop(server)
+
+
+def fanout(cfg, target, transport="sse"):
+    server = start(target)
+    results = []
+    try:
+        S = cfg["fanout_subs"]
+        s = Subs(target, transport, server.inbound, split(S, cfg["fanout_per_proc"]),
+                 duration=cfg["fanout_hold"])
+        r = s.wait_ready()
+        log(f"fanout {target}: {r['ready']} subscribers ready")
+        s.finish()
+        for rate in cfg["fanout_rates"]:
+            s = Subs(target, transport, server.inbound, split(S, cfg["fanout_per_proc"]),
+                     offset=0, duration=cfg["fanout_hold"])
+            r = s.wait_ready()
+            c0 = srv_cpu(server)
+            cc0 = s.cpu()
+            prof = None
+            if cfg.get("profile") and target == "tidegate" and rate == cfg["fanout_rates"][-1]:
+                prof = start_profile(server.pid, "fanout")
+            p = publish(target, server.publish, rate=rate, count=int(rate * cfg["fanout_secs"]),
+                        duration=cfg["fanout_secs"] + 5, concurrency=cfg["pub_conc"], threads=1,
+                        event_type="bench.shared", channel="shared")
+            time.sleep(cfg["drain"])
+            c1 = srv_cpu(server)
+            m = s.finish()
+            if prof:
+                finish_profile(prof)
+            expected = p["ok_events"] * r["ready"]
+            row = {"target": target, "transport": transport, "rate": rate, "subs": r["ready"],
+                   "published": p["ok_events"], "pub_errors": p["errors"],
+                   "deliveries": m["deliveries"], "expected": expected,
+                   "lost": expected - m["deliveries"],
+                   "deliveries_per_s": m["deliveries"] / p["elapsed_secs"],
+                   "gateway_cpu_s": c1 - c0, "client_cpu_s": s.client_cpu_s - cc0,
+                   "pub_secs": p["elapsed_secs"], **{k: m["latency"][k] for k in
+                                                   ("p50_us", "p99_us", "p999_us", "max_us")}}
+            results.append(row)
+            log(f"fanout {target} rate {rate}/s: {row['deliveries_per_s']:.0f} deliveries/s "
+                f"p99 {row['p99_us']/1000:.1f} ms lost {row['lost']}")
+    finally:
+        stop(server)
+    return results
+
+
+def start_profile(pid, name):
+    """perf call-graph profile of the server for a few seconds (if perf works here)."""
+    if not shutil.which("perf"):
+        return None
+    out = os.path.join(ROOT, "bench", "results", f"perf-{name}.data")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    p = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-p", str(pid), "-o", out, "--",
+                          "sleep", "4"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return (p, out, name)
+
+
+def finish_profile(prof):
+    p, out, name = prof
+    try:
+        p.wait(30)
+        rep = subprocess.run(["perf", "report", "-i", out, "--stdio", "--no-children", "--percent-limit",
+                              "1.5", "-g", "none"], capture_output=True, text=True, timeout=120).stdout
+        open(os.path.join(ROOT, "bench", "results", f"profile-{name}.txt"), "w").write(rep)
+    except Exception as e:  # a profile is evidence, not a requirement
+        log(f"profile {name}: {e}")
+    finally:
+        try:
+            os.remove(out)
+        except OSError:
+            pass
+
+
+def ingest(cfg):
+    rows = []
+    for rep in range(cfg["repeats"]):
+        server = start_tidegate()
+        prof = start_profile(server.pid, "ingest") if cfg.get("profile") and rep == 0 else None
+        try:
+            p = publish("tidegate", server.publish, batch=cfg["ingest_batch"], rate=0,
+                        count=cfg["ingest_count"], duration=cfg["ingest_secs"], concurrency=4,
+                        threads=1, event_type="bench.nobody")
+            rows.append(p)
+            log(f"ingest-drop rep {rep}: {p['events_per_sec']:.0f} events/s errors {p['errors']}")
+            if prof:
+                finish_profile(prof)
+        finally:
+            stop(server)
+    return rows
+
+
+def durable(cfg):
+    rows = {"fsync": [], "buffered": []}
+    for rep in range(cfg["repeats"]):
+        for mode in ("fsync", "buffered"):
+            server = start_tidegate(mode)
+            prof = start_profile(server.pid, f"durable-{mode}") if cfg.get("profile") and rep == 0 else None
+            try:
+                p = publish("tidegate", server.publish, batch=0, rate=0, count=cfg["durable_count"],
+                            duration=cfg["durable_secs"], concurrency=cfg["durable_conc"], threads=1,
+                            event_type="bench.nobody")
+                rows[mode].append(p)
+                log(f"durable {mode} rep {rep}: {p['requests_per_sec']:.0f} req/s "
+                    f"p99 {p['request_latency']['p99_us']/1000:.2f} ms errors {p['errors']}")
+                if prof:
+                    finish_profile(prof)
+            finally:
+                stop(server)
+    return rows
+
+
+def slow_client(cfg):
+    server = start_tidegate()
+    try:
+        slow = Subs("tidegate", "sse", server.inbound, [1], offset=100000, slow=1,
+                    duration=cfg["fanout_hold"])
+        fast = Subs("tidegate", "sse", server.inbound, [cfg["slow_fast_subs"]], duration=cfg["fanout_hold"])
+        slow.wait_ready()
+        fast.wait_ready()
+        rss0 = srv_rss(server)
+        peak = rss0
+        p = publish("tidegate", server.publish, rate=cfg["slow_rate"],
+                    count=int(cfg["slow_rate"] * cfg["slow_secs"]), duration=cfg["slow_secs"] + 5,
+                    concurrency=4, threads=1, event_type="bench.shared", payload_bytes=cfg["slow_payload"])
+        peak = max(peak, srv_rss(server))
+        time.sleep(cfg["drain"])
+        rss1 = srv_rss(server)
+        f = fast.finish()
+        s = slow.finish()
+        row = {"published": p["ok_events"], "payload_bytes": cfg["slow_payload"], "rate": cfg["slow_rate"],
+               "fast_subs": cfg["slow_fast_subs"], "fast_min_received": f["fast_min_received"],
+               "fast_lost": p["ok_events"] * cfg["slow_fast_subs"] - f["deliveries"],
+               "fast_p99_us": f["latency"]["p99_us"], "fast_max_us": f["latency"]["max_us"],
+               "slow_received": s["slow_received"], "slow_closed_by_server": s["closed_by_server"],
+               "rss_before_kib": rss0, "rss_after_kib": rss1}
+        log(f"slow client: fast max stall {row['fast_max_us']/1000:.1f} ms, lost {row['fast_lost']}, "
+            f"slow closed {row['slow_closed_by_server']}")
+        return row
+    finally:
+        stop(server)
+
+
+def machine():
+    def sh(cmd):
+        try:
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
+        except Exception:
+            return "?"
+    mem = sh("free -g | awk '/Mem:/{print $2}'")
+    return {"nproc": os.cpu_count(), "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip(),
+            "mem_gib": mem, "kernel": platform.release(), "rustc": sh("rustc --version"),
+            "tidegate": sh("git -C %s rev-parse --short HEAD 2>/dev/null" % ROOT) or "?",
+            "pushpin": sh("pushpin --version 2>&1 | head -1"), "nginx": sh("nginx -v 2>&1"),
+            "nchan": sh("dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null"),
+            "nofile": sh("ulimit -n"), "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC")}
+
+
+CONFIGS = {
+    "smoke": dict(density_stages=[200], per_proc=200, settle=0.5, idle_window=2, density_hold=60,
+                  fanout_subs=50, fanout_per_proc=50, fanout_rates=[200], fanout_secs=1, fanout_hold=30,
+                  pub_conc=2, drain=0.7, repeats=1, ingest_batch=500, ingest_count=50000, ingest_secs=1.5,
+                  durable_count=3000, durable_secs=1.5, durable_conc=16, slow_fast_subs=20, slow_rate=500,
+                  slow_secs=1, slow_payload=2000, peers=False),
+    "full": dict(density_stages=[1000, 5000, 10000, 19000], per_proc=5000, settle=3, idle_window=30,
+                 density_hold=400, fanout_subs=1000, fanout_per_proc=500,
+                 fanout_rates=[100, 300, 1000, 2000], fanout_secs=5, fanout_hold=120, pub_conc=32, drain=2,
+                 repeats=3, ingest_batch=1000, ingest_count=20_000_000, ingest_secs=5,
+                 durable_count=2_000_000, durable_secs=5, durable_conc=64, slow_fast_subs=200,
+                 slow_rate=2000, slow_secs=5, slow_payload=2000, peers=True, profile=True),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--only", default="", help="comma list: density,fanout,ingest,durable,slow")
+    ap.add_argument("--peers", default="", help="override: comma list of peers (pushpin,nchan) or 'none'")
+    ap.add_argument("--results", default=None)
+    a = ap.parse_args()
+    mode = "smoke" if a.smoke else "full"
+    cfg = CONFIGS[mode]
+    only = set(a.only.split(",")) if a.only else {"density", "fanout", "ingest", "durable", "slow"}
+    peers = ["pushpin", "nchan"] if cfg["peers"] else []
+    if a.peers:
+        peers = [] if a.peers == "none" else a.peers.split(",")
+    peers = [p for p in peers if shutil.which({"pushpin": "pushpin", "nchan": "nginx"}[p])]
+    res = {"mode": mode, "config": cfg, "machine": machine(), "peers": peers}
+    t0 = time.time()
+    try:
+        res["errors"] = []
+
+        def guard(name, f, *a):
+            try:
+                return f(*a)
+            except Exception as e:  # one failed scenario must not lose the others
+                log(f"{name} failed: {e!r}")
+                res["errors"].append(f"{name}: {e!r}")
+                return None
+        if "density" in only:
+            res["density"] = [d for t in ["tidegate"] + peers for tr in ("sse", "ws")
+                              for d in [guard(f"density {t} {tr}", density, cfg, t, tr)] if d]
+        if "fanout" in only:
+            res["fanout"] = [row for t in ["tidegate"] + peers
+                             for row in (guard(f"fanout {t}", fanout, cfg, t) or [])]
+        if "ingest" in only:
+            res["ingest"] = guard("ingest", ingest, cfg)
+        if "durable" in only:
+            res["durable"] = guard("durable", durable, cfg)
+        if "slow" in only:
+            res["slow"] = guard("slow", slow_client, cfg)
+    finally:
+        for p in list(STARTED):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+        shutil.rmtree(WORK, ignore_errors=True)
+    res["wall_secs"] = time.time() - t0
+    out = a.results or os.path.join(ROOT, "bench", "results", f"{mode}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    json.dump(res, open(out, "w"), indent=1)
+    log(f"results in {out} ({res['wall_secs']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
