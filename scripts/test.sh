@@ -39,4 +39,5 @@ if [ -f tests/browser/run.mjs ]; then
 fi
 
 log "benchmark smoke (bench/run.sh --smoke)"; bench/run.sh --smoke
+log "Durable Streams conformance suite"; [ -d tests/conformance/node_modules ] || (cd tests/conformance && npm ci --no-audit --no-fund --silent); TIDEGATE_BIN="$root/target/release/tidegate" node tests/conformance/run.mjs --reporter=dot
 log "all tests passed"

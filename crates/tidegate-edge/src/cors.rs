@@ -36,7 +36,11 @@ impl Cors {
     }
 }
 
-const EXPOSE: &str = "retry-after, location, content-type";
+/// Response headers browsers may read: back-pressure hints and the Durable Streams
+/// protocol headers (offsets, cursors, producer state).
+const EXPOSE: &str = "retry-after, location, content-type, etag, stream-next-offset, stream-cursor, \
+stream-up-to-date, stream-closed, stream-expires-at, stream-ttl, stream-forked-from, producer-epoch, \
+producer-seq, producer-expected-seq, producer-received-seq";
 const ALLOW_HEADERS: &str = "content-type, authorization, last-event-id, idempotency-key";
 
 fn apply(cors: &Cors, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {

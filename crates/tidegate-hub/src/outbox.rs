@@ -165,8 +165,14 @@ impl Outbox {
             }
             OverflowPolicy::DropOldest => {
                 let mut dropped = 0u64;
+                // Room for the gap marker too, unless one is already at the front.
+                let marker = if matches!(inner.frames.front(), Some(Frame::Gap { .. })) {
+                    0
+                } else {
+                    Frame::Gap { dropped: 0 }.cost()
+                };
                 // Gap markers and heartbeats stay: only events are discarded.
-                while inner.bytes + cost > self.limit_bytes {
+                while inner.bytes + cost + marker > self.limit_bytes {
                     let Some(pos) = inner
                         .frames
                         .iter()
@@ -384,7 +390,9 @@ mod tests {
 
     #[tokio::test]
     async fn drop_oldest_discards_front_and_marks_gap_first() {
-        let o = Outbox::new(300);
+        // Two events fit; a third makes room for itself and the gap marker by
+        // dropping exactly the oldest (an event costs 133 bytes, a marker 64).
+        let o = Outbox::new(350);
         o.push(ev(100), OverflowPolicy::DropOldest);
         o.push(ev(100), OverflowPolicy::DropOldest);
         assert_eq!(
