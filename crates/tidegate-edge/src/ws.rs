@@ -36,7 +36,9 @@ pub async fn handler(
     let batch = state.cfg.write_batch_bytes;
     let max_msg = state.cfg.ws_max_message;
     Ok(ws
-        .read_buffer_size(4 << 10)
+        // Clients send only pings, pongs and close frames: 1 KiB is allocated up front
+        // per connection, larger client messages are read in 1 KiB steps.
+        .read_buffer_size(1 << 10)
         .write_buffer_size(8 << 10)
         .max_write_buffer_size(state.cfg.write_batch_bytes * 4 + (64 << 10))
         .max_message_size(max_msg)
