@@ -881,8 +881,12 @@ impl Actor {
     fn sweep(&mut self) {
         let timeout = self.hub.shared.config.longpoll_session_timeout;
         let mut gone = Vec::new();
+        let mut total = 0usize;
         for (id, conn) in &self.conns {
             let outbox = &conn.info.outbox;
+            let queued = outbox.queued_bytes();
+            total += queued;
+            self.metrics.connection_queue_bytes.observe(queued as f64);
             if outbox.is_detached() || outbox.is_closed() {
                 gone.push(*id);
             } else if conn.info.transport == Transport::LongPolling {
@@ -894,6 +898,7 @@ impl Actor {
                 outbox.push(Frame::Heartbeat, OverflowPolicy::DropNewest);
             }
         }
+        self.metrics.queued_bytes.set(total as i64);
         for id in gone {
             self.remove(id);
         }

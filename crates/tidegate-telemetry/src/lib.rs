@@ -61,6 +61,8 @@ pub struct Metrics {
     pub sessions_killed: Counter,
     pub publish_latency_seconds: Histogram,
     pub hub_lag_records: Gauge,
+    pub connection_queue_bytes: Histogram,
+    pub queued_bytes: Gauge,
     pub http_overload: Family<ReasonLabel, Counter>,
 }
 
@@ -175,6 +177,16 @@ impl Metrics {
             hub_lag_records: reg!(
                 "hub_lag_records",
                 "Committed log records not yet dispatched by the hub",
+                Gauge::default()
+            ),
+            connection_queue_bytes: reg!(
+                "connection_queue_bytes",
+                "Bytes queued per connection, sampled at every heartbeat sweep",
+                Histogram::new(exponential_buckets(64.0, 4.0, 10))
+            ),
+            queued_bytes: reg!(
+                "queued_bytes",
+                "Bytes queued to all connections at the last heartbeat sweep",
                 Gauge::default()
             ),
             http_overload: reg!(
