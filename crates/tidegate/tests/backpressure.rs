@@ -434,3 +434,167 @@ async fn a_publish_flood_is_refused_with_retry_after_and_accepted_events_are_del
     assert_eq!(seen, accepted, "exactly the accepted events were delivered");
     gw.shutdown().await;
 }
+
+/// The reactive-patterns demonstration: one fast producer, one fast and one slow
+/// consumer (it reads one frame per millisecond), under each overflow policy. Prints the
+/// table documented in README.md (`cargo test -p tidegate --test backpressure
+/// policy_demonstration -- --nocapture`) and asserts what each policy promises:
+/// the fast consumer gets everything; `disconnect` loses nothing once the slow
+/// consumer resumes from its last cursor; lossy policies announce every drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_demonstration() {
+    let total = 3000u64;
+    let mut rows = Vec::new();
+    for policy in ["disconnect", "drop_oldest", "drop_newest"] {
+        let dir = tempfile::tempdir().unwrap();
+        // The default 1 MiB queue: bursts fit, a consumer that stays behind does not.
+        let mut cfg = config(dir.path(), policy, 1 << 20);
+        cfg.connections.write_stall_secs = 2;
+        let gw = tidegate::start(cfg, None).await.unwrap();
+        let base = format!("http://{}", gw.inbound);
+        let client = reqwest::Client::new();
+        let rss0 = rss_kib();
+        // Ordinary sockets for both: a tiny receive buffer would stall the sender in
+        // TCP's zero-window probing, which is not what a slow browser looks like.
+        let open = || async {
+            let mut s = TcpStream::connect(gw.inbound).await.unwrap();
+            let req = format!(
+                "GET /_rig/v1/connection/sse?subscriptions={SUBS} HTTP/1.1\r\nHost: t\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            RawSse::new(s)
+        };
+        let mut fast = open().await;
+        let mut slow = open().await;
+        for s in [&mut fast, &mut slow] {
+            assert_eq!(
+                s.next(Duration::from_secs(5)).await.unwrap().0,
+                "rig.connection.create"
+            );
+            assert_eq!(
+                s.next(Duration::from_secs(5)).await.unwrap().0,
+                "rig.subscriptions_set"
+            );
+        }
+        let fast_task = tokio::spawn(async move {
+            let mut got = 0u64;
+            while got < total {
+                match fast.next(Duration::from_secs(10)).await {
+                    Some((t, _)) if t == "tick" => got += 1,
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            got
+        });
+        let slow_task = tokio::spawn(async move {
+            let (mut got, mut dropped, mut cut, mut last_cursor) =
+                (0u64, 0u64, false, None::<String>);
+            let mut last_n = None;
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                match slow.next(Duration::from_millis(1500)).await {
+                    Some((t, data)) => {
+                        let v: serde_json::Value = serde_json::from_str(&data).unwrap();
+                        match t.as_str() {
+                            "tick" => {
+                                got += 1;
+                                last_n = v["data"]["n"].as_u64();
+                                last_cursor = v["tidegatecursor"].as_str().map(str::to_string);
+                            }
+                            "tidegate.events_dropped" => {
+                                dropped += v["data"]["dropped"].as_u64().unwrap()
+                            }
+                            "tidegate.disconnect" => cut = true,
+                            _ => {}
+                        }
+                        if last_n == Some(total - 1) {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+            (got, dropped, cut, last_cursor)
+        });
+        let mut peak = 0u64;
+        for chunk in (0..total).collect::<Vec<_>>().chunks(20) {
+            let resp = publish_batch(
+                &client,
+                &base,
+                chunk.iter().map(|n| tick(*n, 4000)).collect(),
+            )
+            .await;
+            assert_eq!(resp.status(), 202);
+            peak = peak.max(rss_kib().saturating_sub(rss0));
+        }
+        let fast_got = tokio::time::timeout(Duration::from_secs(30), fast_task)
+            .await
+            .unwrap()
+            .unwrap();
+        let (slow_got, dropped, cut, last_cursor) =
+            tokio::time::timeout(Duration::from_secs(60), slow_task)
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            fast_got, total,
+            "{policy}: the fast consumer is never held back"
+        );
+        let mut resumed = 0u64;
+        if policy == "disconnect" {
+            assert!(
+                cut && slow_got < total,
+                "{policy}: the slow consumer was cut ({slow_got} received)"
+            );
+            // Resume from the last cursor: the rest arrives, nothing lost.
+            let url = format!(
+                "{base}/_rig/v1/connection/sse?subscriptions={SUBS}&lastEventId={}",
+                last_cursor.expect("received something before the cut")
+            );
+            let resp = client.get(url).send().await.unwrap();
+            let mut stream = resp.bytes_stream();
+            let mut buf = String::new();
+            let want = total - slow_got;
+            tokio::time::timeout(Duration::from_secs(30), async {
+                while resumed < want {
+                    let Some(Ok(chunk)) = stream.next().await else {
+                        break;
+                    };
+                    buf.push_str(std::str::from_utf8(&chunk).unwrap());
+                    while let Some(end) = buf.find("\n\n") {
+                        let frame: String = buf.drain(..end + 2).collect();
+                        if frame.starts_with("event: tick") {
+                            resumed += 1;
+                        }
+                    }
+                }
+            })
+            .await
+            .unwrap();
+            assert_eq!(
+                slow_got + resumed,
+                total,
+                "disconnect + resume loses nothing"
+            );
+        } else {
+            assert!(!cut);
+            assert_eq!(
+                slow_got + dropped,
+                total,
+                "{policy}: every event delivered or announced as dropped"
+            );
+        }
+        rows.push(format!(
+            "| {policy} | {fast_got} | {slow_got} | {dropped} | {} | {resumed} | {} |",
+            if cut { "yes" } else { "no" },
+            peak / 1024
+        ));
+        gw.shutdown().await;
+    }
+    println!("\n| policy | fast consumer received | slow consumer received | announced dropped | slow consumer cut | received after resume | peak RSS growth MiB |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+}
