@@ -984,3 +984,58 @@ impl Replay {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tidegate_log::embedded::{EmbeddedConfig, EmbeddedLog};
+    use tidegate_log::{AppendRecord, Durability};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wait_for_capacity_returns_once_the_backlog_is_within_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lc = EmbeddedConfig::new(dir.path());
+        lc.durability = Durability::Buffered;
+        let log: Arc<dyn EventLog> = EmbeddedLog::open(lc).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let hub = Hub::start(
+            HubConfig::default(),
+            log.clone(),
+            Arc::new(Extractors::default()),
+            metrics.clone(),
+            shutdown.clone(),
+            &tasks,
+        )
+        .unwrap();
+        let total = 20_000u64;
+        for chunk in 0..(total / 1000) {
+            let batch = (0..1000)
+                .map(|i| AppendRecord {
+                    dedup_key: None,
+                    payload: record::encode(
+                        "t",
+                        format!("{{\"n\":{}}}", chunk * 1000 + i).as_bytes(),
+                    ),
+                })
+                .collect();
+            log.append("events", batch).await.unwrap();
+        }
+        // A source asking for room with at most 100 records of backlog...
+        tokio::time::timeout(Duration::from_secs(10), hub.wait_for_capacity(100))
+            .await
+            .unwrap();
+        assert!(hub.backlog() <= 100, "backlog {}", hub.backlog());
+        // ...and with none: it returns once everything was dispatched.
+        tokio::time::timeout(Duration::from_secs(10), hub.wait_for_capacity(0))
+            .await
+            .unwrap();
+        assert_eq!(hub.backlog(), 0);
+        assert_eq!(metrics.events_dispatched.get(), total);
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
+}
