@@ -988,7 +988,6 @@ impl Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use tidegate_log::embedded::{EmbeddedConfig, EmbeddedLog};
     use tidegate_log::{AppendRecord, Durability};
 
