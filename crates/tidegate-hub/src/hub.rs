@@ -73,6 +73,8 @@ pub struct HubConfig {
     pub queue_limit_bytes: usize,
     pub default_policy: OverflowPolicy,
     pub type_policies: HashMap<String, OverflowPolicy>,
+    /// Per event type queue bounds, tighter than `queue_limit_bytes`.
+    pub type_limits: HashMap<String, usize>,
     /// Bound of the hub's command queue (connects, subscription changes, kills).
     pub command_queue: usize,
     /// Bound of the queue of transient events waiting for fan-out.
@@ -91,6 +93,7 @@ impl Default for HubConfig {
             queue_limit_bytes: 1 << 20,
             default_policy: OverflowPolicy::Disconnect,
             type_policies: HashMap::new(),
+            type_limits: HashMap::new(),
             command_queue: 8192,
             transient_queue: 8192,
             max_connections: 100_000,
@@ -613,8 +616,18 @@ impl Actor {
                                 .get(&*enc.event_type)
                                 .copied()
                                 .unwrap_or(cfg.default_policy);
-                            if push_counted(&conn.info.outbox, Frame::Event(enc), p, &self.metrics)
-                            {
+                            let limit = cfg
+                                .type_limits
+                                .get(&*enc.event_type)
+                                .copied()
+                                .unwrap_or(usize::MAX);
+                            if push_counted(
+                                &conn.info.outbox,
+                                Frame::Event(enc),
+                                p,
+                                limit,
+                                &self.metrics,
+                            ) {
                                 overflowed = true;
                                 break;
                             }
@@ -839,6 +852,14 @@ impl Actor {
 
     fn fan_out(&mut self, enc: &Arc<Encoded>, offset: Option<u64>, targets: &[ConnId]) {
         let policy = self.policy(&enc.event_type);
+        let limit = self
+            .hub
+            .shared
+            .config
+            .type_limits
+            .get(&*enc.event_type)
+            .copied()
+            .unwrap_or(usize::MAX);
         let mut cut: Vec<ConnId> = Vec::new();
         let mut delivered = 0u64;
         for id in targets {
@@ -866,6 +887,7 @@ impl Actor {
                 &conn.info.outbox,
                 Frame::Event(enc.clone()),
                 policy,
+                limit,
                 &self.metrics,
             ) {
                 cut.push(*id);
@@ -906,8 +928,14 @@ impl Actor {
 }
 
 /// Pushes and counts; returns true when the connection must be removed.
-fn push_counted(outbox: &Outbox, frame: Frame, policy: OverflowPolicy, metrics: &Metrics) -> bool {
-    match outbox.push(frame, policy) {
+fn push_counted(
+    outbox: &Outbox,
+    frame: Frame,
+    policy: OverflowPolicy,
+    limit: usize,
+    metrics: &Metrics,
+) -> bool {
+    match outbox.push_within(frame, policy, limit) {
         Pushed::Queued => false,
         Pushed::Dropped(n) => {
             let label = PolicyLabel {

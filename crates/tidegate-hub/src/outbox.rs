@@ -136,12 +136,19 @@ impl Outbox {
 
     /// Queues a frame without waiting, applying `policy` when it does not fit.
     pub fn push(&self, frame: Frame, policy: OverflowPolicy) -> Pushed {
+        self.push_within(frame, policy, self.limit_bytes)
+    }
+
+    /// [`Outbox::push`] against a tighter bound for this frame's event type (e.g. 64 KiB
+    /// for typing indicators): such events overflow early while others still fit.
+    pub fn push_within(&self, frame: Frame, policy: OverflowPolicy, limit: usize) -> Pushed {
+        let limit = limit.min(self.limit_bytes);
         let cost = frame.cost();
         let mut inner = self.inner.lock();
         if inner.closed.is_some() {
             return Pushed::Closed;
         }
-        if inner.bytes + cost <= self.limit_bytes {
+        if inner.bytes + cost <= limit {
             inner.bytes += cost;
             inner.frames.push_back(frame);
             drop(inner);
@@ -172,7 +179,7 @@ impl Outbox {
                     Frame::Gap { dropped: 0 }.cost()
                 };
                 // Gap markers and heartbeats stay: only events are discarded.
-                while inner.bytes + cost + marker > self.limit_bytes {
+                while inner.bytes + cost + marker > limit {
                     let Some(pos) = inner
                         .frames
                         .iter()
@@ -188,7 +195,7 @@ impl Outbox {
                 if dropped > 0 {
                     push_gap_front(&mut inner, dropped);
                 }
-                if inner.bytes + cost <= self.limit_bytes {
+                if inner.bytes + cost <= limit {
                     inner.bytes += cost;
                     inner.frames.push_back(frame);
                 } else {
@@ -367,6 +374,25 @@ mod tests {
             Some(CloseReason::SlowClient)
         );
         assert!(out.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_tighter_type_bound_overflows_first() {
+        let o = Outbox::new(10_000);
+        assert_eq!(
+            o.push_within(ev(100), OverflowPolicy::DropNewest, 300),
+            Pushed::Queued
+        );
+        assert_eq!(
+            o.push_within(ev(100), OverflowPolicy::DropNewest, 300),
+            Pushed::Queued
+        );
+        assert_eq!(
+            o.push_within(ev(100), OverflowPolicy::DropNewest, 300),
+            Pushed::Dropped(1)
+        );
+        // Other types still fit under the connection's own bound.
+        assert_eq!(o.push(ev(100), OverflowPolicy::Disconnect), Pushed::Queued);
     }
 
     #[tokio::test]

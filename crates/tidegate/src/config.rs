@@ -90,6 +90,8 @@ pub struct Connections {
     pub overflow_policy: String,
     /// Per event type overflow policies.
     pub overflow_policies: HashMap<String, String>,
+    /// Per event type queue bounds in bytes, tighter than `queue_limit_bytes`.
+    pub queue_limits: HashMap<String, usize>,
     pub max_connections: usize,
     /// RIG's `MAX_CONNECTIONS_PER_MINUTE` (node-wide; 0 = unlimited).
     pub max_connections_per_minute: u32,
@@ -252,6 +254,7 @@ impl Default for Connections {
             queue_limit_bytes: 1 << 20,
             overflow_policy: "disconnect".into(),
             overflow_policies: HashMap::new(),
+            queue_limits: HashMap::new(),
             max_connections: 100_000,
             max_connections_per_minute: 5000,
             longpoll_wait_secs: 5,

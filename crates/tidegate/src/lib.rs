@@ -166,6 +166,7 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
         queue_limit_bytes: c.queue_limit_bytes,
         default_policy: OverflowPolicy::parse(&c.overflow_policy).unwrap_or_default(),
         type_policies,
+        type_limits: c.queue_limits.clone(),
         max_connections: c.max_connections,
         ..HubConfig::default()
     };
