@@ -4,42 +4,29 @@
 //! named, in order; events that were never acknowledged may be there at most once.
 use futures_util::StreamExt;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn bin() -> String {
-    std::env::var("TIDEGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tidegate").to_string())
-}
+use tidegate_testkit::process::{self, Process};
 
-/// Starts the gateway on free ports over `dir`; returns the child and the inbound address.
-fn spawn(dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(bin())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("INBOUND_PORT", "0")
-        .env("API_HTTP_PORT", "0")
-        .env("TIDEGATE_INBOUND_HOST", "127.0.0.1")
-        .env("TIDEGATE_LOG_DIR", dir)
-        .env("TIDEGATE_INTERNAL_TOKEN", "t")
-        .env("MAX_CONNECTIONS_PER_MINUTE", "0")
-        .env("LOG_LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
+/// Starts the gateway binary on free ports over `dir`; returns it and its base URL.
+async fn spawn(dir: &std::path::Path) -> (Process, String) {
+    let bin = process::binary(env!("CARGO_BIN_EXE_tidegate"));
+    let dir = dir.to_string_lossy();
+    let env = [
+        ("INBOUND_PORT", "0"),
+        ("API_HTTP_PORT", "0"),
+        ("TIDEGATE_INBOUND_HOST", "127.0.0.1"),
+        ("TIDEGATE_LOG_DIR", dir.as_ref()),
+        ("TIDEGATE_INTERNAL_TOKEN", "t"),
+        ("MAX_CONNECTIONS_PER_MINUTE", "0"),
+        ("LOG_LEVEL", "warn"),
+    ];
+    let p = process::spawn(&bin, &[], &env, Duration::from_secs(30))
+        .await
         .expect("spawn gateway");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("listening line");
-    let inbound = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("inbound="))
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
-    (child, format!("http://{inbound}"))
+    let base = format!("http://{}", p.inbound);
+    (p, base)
 }
 
 fn event(id: u64) -> String {
@@ -94,7 +81,7 @@ async fn acknowledged_events_survive_sigkill() {
     let next_id = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let rounds = 8;
     for round in 0..rounds {
-        let (mut child, base) = spawn(dir.path());
+        let (mut gw, base) = spawn(dir.path()).await;
         let mut publishers = Vec::new();
         for _ in 0..4 {
             let (client, base, acked, next_id) =
@@ -126,14 +113,14 @@ async fn acknowledged_events_survive_sigkill() {
         // A kill somewhere between 150 and 650 ms into the run, varying per round.
         let pause = 150 + (round * 137 + 61) % 500;
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        // tokio's Child::kill is SIGKILL, then reaps.
+        gw.child.kill().await.expect("SIGKILL");
         for p in publishers {
             let _ = tokio::time::timeout(Duration::from_secs(5), p).await;
         }
     }
 
-    let (mut child, base) = spawn(dir.path());
+    let (mut gw, base) = spawn(dir.path()).await;
     let marker = u64::MAX;
     let resp = client
         .post(format!("{base}/_rig/v1/events"))
@@ -154,8 +141,7 @@ async fn acknowledged_events_survive_sigkill() {
     )
     .await
     .expect("replay finished in time");
-    child.kill().ok();
-    child.wait().ok();
+    gw.child.kill().await.ok();
 
     let acked = acked.lock().unwrap().clone();
     assert!(
