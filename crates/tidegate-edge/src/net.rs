@@ -27,10 +27,6 @@ impl<IO> StallGuard<IO> {
         }
     }
 
-    pub fn get_ref(&self) -> &IO {
-        &self.io
-    }
-
     fn on_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let stall = self.stall;
         let deadline = self

@@ -198,10 +198,7 @@ async fn publish(
                 .authorize(&value, authorization, &state.verifier, bearer(headers))
                 .await
                 .map_err(|e| {
-                    ApiError::from_status(
-                        if e.status() == 401 { 401 } else { e.status() },
-                        format!("submission denied: {}", e.reason()),
-                    )
+                    ApiError::from_status(e.status(), format!("submission denied: {}", e.reason()))
                 })?;
         }
         encoded.push((is_transient(state, ev), json));

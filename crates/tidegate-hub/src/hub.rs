@@ -84,6 +84,23 @@ pub struct HubConfig {
     pub closed_token_memory: usize,
 }
 
+impl HubConfig {
+    /// The overflow policy and queue bound that apply to an event of this type.
+    pub fn overflow(&self, event_type: &str) -> (OverflowPolicy, usize) {
+        let policy = self
+            .type_policies
+            .get(event_type)
+            .copied()
+            .unwrap_or(self.default_policy);
+        let limit = self
+            .type_limits
+            .get(event_type)
+            .copied()
+            .unwrap_or(self.queue_limit_bytes);
+        (policy, limit)
+    }
+}
+
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
@@ -611,16 +628,7 @@ impl Actor {
                     if let Some((pending, _)) = conn.pending.take() {
                         let mut overflowed = false;
                         for enc in pending {
-                            let p = cfg
-                                .type_policies
-                                .get(&*enc.event_type)
-                                .copied()
-                                .unwrap_or(cfg.default_policy);
-                            let limit = cfg
-                                .type_limits
-                                .get(&*enc.event_type)
-                                .copied()
-                                .unwrap_or(usize::MAX);
+                            let (p, limit) = cfg.overflow(&enc.event_type);
                             if push_counted(
                                 &conn.info.outbox,
                                 Frame::Event(enc),
@@ -790,14 +798,6 @@ impl Actor {
         debug!(id, "Connection removed");
     }
 
-    fn policy(&self, event_type: &str) -> OverflowPolicy {
-        let cfg = &self.hub.shared.config;
-        cfg.type_policies
-            .get(event_type)
-            .copied()
-            .unwrap_or(cfg.default_policy)
-    }
-
     fn dispatch(&mut self, rec: &Record) {
         self.next = rec.offset + 1;
         self.metrics.events_dispatched.inc();
@@ -851,15 +851,7 @@ impl Actor {
     }
 
     fn fan_out(&mut self, enc: &Arc<Encoded>, offset: Option<u64>, targets: &[ConnId]) {
-        let policy = self.policy(&enc.event_type);
-        let limit = self
-            .hub
-            .shared
-            .config
-            .type_limits
-            .get(&*enc.event_type)
-            .copied()
-            .unwrap_or(usize::MAX);
+        let (policy, limit) = self.hub.shared.config.overflow(&enc.event_type);
         let mut cut: Vec<ConnId> = Vec::new();
         let mut delivered = 0u64;
         for id in targets {
