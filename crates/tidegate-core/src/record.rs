@@ -71,6 +71,17 @@ pub fn decode(buf: &[u8]) -> Result<(&str, &[u8]), RecordError> {
     Ok((event_type, json))
 }
 
+/// The log's idempotency key of an event: `source`, a NUL, `id` (CloudEvents says the
+/// pair identifies an event). Every producer — HTTP, Kafka, NATS — uses this one key, so
+/// the same event arriving twice, by any path, is stored once within the dedup window.
+pub fn dedup_key(source: &str, id: &str) -> Bytes {
+    let mut key = BytesMut::with_capacity(source.len() + id.len() + 1);
+    key.put_slice(source.as_bytes());
+    key.put_u8(0);
+    key.put_slice(id.as_bytes());
+    key.freeze()
+}
+
 pub fn peek_type(buf: &[u8]) -> Result<&str, RecordError> {
     decode(buf).map(|(t, _)| t)
 }

@@ -220,8 +220,8 @@ impl Delivery {
         for config in configs {
             let stream = config.stream().to_string();
             let dlq_stream = config.dlq_stream();
-            log.ensure_stream(&stream)?;
-            log.ensure_stream(&dlq_stream)?;
+            log.ensure_stream(&stream).await?;
+            log.ensure_stream(&dlq_stream).await?;
             let breaker_cfg = BreakerConfig {
                 failure_threshold: FailureThreshold::Consecutive(config.delivery.breaker_failures),
                 open_duration: Duration::from_millis(config.delivery.breaker_open_ms),
@@ -238,7 +238,8 @@ impl Delivery {
                 });
             }
             let committed = log
-                .consumer_position(&stream, CONSUMER)?
+                .consumer_position(&stream, CONSUMER)
+                .await?
                 .unwrap_or_else(|| log.bounds(&stream).map_or(0, |b| b.first));
             let route = Route {
                 stats: Stats::default(),

@@ -146,7 +146,7 @@ impl Worker {
             }
         };
         let first = ctx.log.bounds(&stream).map_or(0, |b| b.first);
-        let start = match ctx.log.consumer_position(&stream, CONSUMER) {
+        let start = match ctx.log.consumer_position(&stream, CONSUMER).await {
             Ok(Some(p)) if p < first => {
                 warn!(route = %name, committed = p, first, "Undelivered messages were removed by retention");
                 first

@@ -97,7 +97,10 @@ async fn commit_stops_at_the_oldest_unfinished_message() {
     wait("the fast ones", || b.fast.load(Ordering::SeqCst) == 9).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // several commit ticks
     assert_eq!(
-        log.consumer_position("r", CONSUMER).unwrap().unwrap_or(0),
+        embedded
+            .consumer_position("r", CONSUMER)
+            .unwrap()
+            .unwrap_or(0),
         0
     );
     let st = delivery.status("r").await.unwrap();
@@ -109,14 +112,14 @@ async fn commit_stops_at_the_oldest_unfinished_message() {
     stop.cancel();
     tasks.close();
     tasks.wait().await;
-    assert_eq!(log.consumer_position("r", CONSUMER).unwrap(), None);
+    assert_eq!(embedded.consumer_position("r", CONSUMER).unwrap(), None);
     b.release.store(true, Ordering::SeqCst);
 
     let delivery = Delivery::open(log.clone(), vec![route]).await.unwrap();
     let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
     delivery.spawn(&tasks, stop.clone()).unwrap();
     wait("everything committed", || {
-        log.consumer_position("r", CONSUMER).unwrap() == Some(10)
+        embedded.consumer_position("r", CONSUMER).unwrap() == Some(10)
     })
     .await;
     assert!(b.slow_done.load(Ordering::SeqCst) >= 1);

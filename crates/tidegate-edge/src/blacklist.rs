@@ -41,7 +41,7 @@ impl BlacklistStore {
         log: Arc<dyn EventLog>,
         max_entries: usize,
     ) -> Result<BlacklistStore, LogError> {
-        log.ensure_stream(STREAM)?;
+        log.ensure_stream(STREAM).await?;
         let now = now_ms();
         let mut entries = Vec::new();
         let mut pos = 0;

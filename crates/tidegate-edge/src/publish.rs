@@ -207,14 +207,10 @@ async fn publish(
     let mut records = Vec::new();
     for (ev, (transient, json)) in events.iter().zip(&encoded) {
         if !transient {
-            let mut key = BytesMut::with_capacity(ev.source.len() + ev.id.len() + 1);
-            key.put_slice(ev.source.as_bytes());
-            key.put_u8(0);
-            key.put_slice(ev.id.as_bytes());
             let payload = record::try_encode(&ev.event_type, json)
                 .map_err(|e| ApiError::bad_request(format!("event type is not usable: {e}")))?;
             records.push(AppendRecord {
-                dedup_key: Some(key.freeze()),
+                dedup_key: Some(record::dedup_key(&ev.source, &ev.id)),
                 payload,
             });
         }

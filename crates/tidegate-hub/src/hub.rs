@@ -275,7 +275,7 @@ fn subscriptions_set_frame(subs: &[Subscription]) -> Frame {
 
 impl Hub {
     /// Starts the hub task, positioned at the current end of the log (live from now).
-    pub fn start(
+    pub async fn start(
         config: HubConfig,
         log: Arc<dyn EventLog>,
         extractors: Arc<Extractors>,
@@ -283,7 +283,7 @@ impl Hub {
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> Result<Hub, LogError> {
-        log.ensure_stream(&config.stream)?;
+        log.ensure_stream(&config.stream).await?;
         let next_rx = log.watch_next(&config.stream)?;
         let start = log.bounds(&config.stream)?.next;
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_queue.max(16));
@@ -1028,6 +1028,7 @@ mod tests {
             shutdown.clone(),
             &tasks,
         )
+        .await
         .unwrap();
         let total = 20_000u64;
         for chunk in 0..(total / 1000) {

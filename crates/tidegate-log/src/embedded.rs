@@ -33,7 +33,7 @@
 //!
 //! All writes, fsyncs, rolls and retention happen on the writer thread. Reads are
 //! served from the in-memory tail cache or by `pread` on `spawn_blocking`. Consumer
-//! commits run on `spawn_blocking`. `ensure_stream` (a sync trait method) creates the
+//! commits run on `spawn_blocking`. `ensure_stream` creates the
 //! stream directory inline; it is rare and does nothing once the stream exists.
 //! `append` needs a tokio runtime with the time driver (for `append_wait`).
 
@@ -500,13 +500,10 @@ fn read_segments(
     Ok(out)
 }
 
-#[async_trait]
-impl EventLog for EmbeddedLog {
-    fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    fn ensure_stream(&self, name: &str) -> Result<(), LogError> {
+/// Synchronous forms of the trait's stream and consumer lookups (the embedded log
+/// needs no network round trip for either).
+impl EmbeddedLog {
+    pub fn ensure_stream(&self, name: &str) -> Result<(), LogError> {
         validate_name(name)?;
         if self.shared.streams.read().contains_key(name) {
             return Ok(());
@@ -524,6 +521,23 @@ impl EventLog for EmbeddedLog {
             ))
         });
         Ok(())
+    }
+
+    pub fn consumer_position(&self, stream: &str, consumer: &str) -> Result<Option<u64>, LogError> {
+        let st = self.stream(stream)?;
+        validate_name(consumer)?;
+        Ok(st.consumers.get(consumer))
+    }
+}
+
+#[async_trait]
+impl EventLog for EmbeddedLog {
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    async fn ensure_stream(&self, name: &str) -> Result<(), LogError> {
+        EmbeddedLog::ensure_stream(self, name)
     }
 
     async fn append(
@@ -627,9 +641,11 @@ impl EventLog for EmbeddedLog {
         Ok(())
     }
 
-    fn consumer_position(&self, stream: &str, consumer: &str) -> Result<Option<u64>, LogError> {
-        let st = self.stream(stream)?;
-        validate_name(consumer)?;
-        Ok(st.consumers.get(consumer))
+    async fn consumer_position(
+        &self,
+        stream: &str,
+        consumer: &str,
+    ) -> Result<Option<u64>, LogError> {
+        EmbeddedLog::consumer_position(self, stream, consumer)
     }
 }

@@ -75,6 +75,9 @@ pub enum LogError {
     InvalidStreamName(String),
     #[error("log is corrupt: {0}")]
     Corrupt(String),
+    /// A networked backend (Kafka, JetStream) cannot be reached or did not answer in time.
+    #[error("log backend unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl LogError {
@@ -82,7 +85,11 @@ impl LogError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            LogError::Io(_) | LogError::Overloaded | LogError::Closed | LogError::Corrupt(_)
+            LogError::Io(_)
+                | LogError::Overloaded
+                | LogError::Closed
+                | LogError::Corrupt(_)
+                | LogError::Unavailable(_)
         )
     }
 }
@@ -99,10 +106,17 @@ pub struct Bounds {
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
     /// Identifies this log incarnation; changes when the data directory is wiped.
+    /// Every node sharing a networked log sees the same epoch.
     fn epoch(&self) -> u64;
 
+    /// Whether the backend can take appends right now (readiness): `Err` names the
+    /// dependency that is down. The embedded log is always reachable.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Creates the stream if needed (idempotent).
-    fn ensure_stream(&self, stream: &str) -> Result<(), LogError>;
+    async fn ensure_stream(&self, stream: &str) -> Result<(), LogError>;
 
     /// Appends a batch atomically (all records or none) and returns once the
     /// configured durability is satisfied. Offsets are consecutive for new records.
@@ -134,5 +148,9 @@ pub trait EventLog: Send + Sync + 'static {
         consumer: &str,
         next: u64,
     ) -> Result<(), LogError>;
-    fn consumer_position(&self, stream: &str, consumer: &str) -> Result<Option<u64>, LogError>;
+    async fn consumer_position(
+        &self,
+        stream: &str,
+        consumer: &str,
+    ) -> Result<Option<u64>, LogError>;
 }

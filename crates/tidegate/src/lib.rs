@@ -177,7 +177,8 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
         metrics.clone(),
         shutdown.clone(),
         &tasks,
-    )?;
+    )
+    .await?;
     let blacklist = Arc::new(BlacklistStore::open(log.clone(), 1_000_000).await?);
 
     let api_token = match (&cfg.internal.token, cfg.internal.auth_disabled) {

@@ -102,7 +102,7 @@ async fn commit(
     payloads: Vec<Bytes>,
 ) -> Result<Meta, ApiError> {
     let name = l.entry.log_name.clone();
-    state.log.ensure_stream(&name)?;
+    state.log.ensure_stream(&name).await?;
     let records = payloads
         .iter()
         .map(|p| AppendRecord {
