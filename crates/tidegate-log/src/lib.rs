@@ -11,6 +11,8 @@
 #![forbid(unsafe_code)]
 
 pub mod embedded;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 
 use async_trait::async_trait;
 use bytes::Bytes;
