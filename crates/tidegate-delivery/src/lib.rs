@@ -7,7 +7,10 @@
 //! - [`worker`] — one delivery worker per route: reads the route's stream from
 //!   its named consumer's committed position, delivers with a rate limit, a
 //!   concurrency limit, a timeout, retries and a breaker per backend, and
-//!   commits only up to the oldest message not yet finished.
+//!   commits only up to the oldest message not yet finished. In cluster mode a
+//!   route's worker runs on one node at a time: the one holding the route's
+//!   [`tidegate_log::Lease`]; when that node dies the lease, and the work from the
+//!   committed position on, moves to another (at-least-once).
 //! - this module — [`Delivery`], the owner of every route's runtime state:
 //!   counters, breakers, the dead-letter index, and the operations of the
 //!   internal API (status, DLQ list / inspect / replay / delete, metrics).
@@ -282,8 +285,9 @@ impl Delivery {
             if route.backends.is_empty() {
                 continue;
             }
-            let worker = worker::Worker::new(self.log.clone(), route.clone())?;
-            tasks.spawn(worker.run(shutdown.clone()));
+            // Validate now, so a bad route fails start-up rather than its supervisor.
+            worker::Worker::new(self.log.clone(), route.clone())?;
+            tasks.spawn(supervise(self.log.clone(), route.clone(), shutdown.clone()));
         }
         Ok(())
     }
@@ -652,6 +656,79 @@ pub(crate) async fn store_dead_letter(
                 tracing::warn!(route = route.name(), error = %e, "Dead letter could not be stored; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Runs the route's worker while this node holds the route's lease; stops it when the
+/// lease is lost (another node took over) and competes again.
+async fn supervise(log: Arc<dyn EventLog>, route: Arc<Route>, shutdown: CancellationToken) {
+    let name = format!("delivery.{}", route.name());
+    let mut wait = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        let mut lease = match log.lease(&name).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(route = route.name(), error = %e, "Cannot compete for the delivery lease; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        wait = Duration::from_millis(200);
+        // Wait until held.
+        loop {
+            if *lease.held.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = lease.held.changed() => if changed.is_err() { break },
+            }
+        }
+        if !*lease.held.borrow() {
+            continue; // the lease ended without being won: compete again
+        }
+        let worker = match worker::Worker::new(log.clone(), route.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(route = route.name(), error = %e, "Delivery worker cannot start");
+                return;
+            }
+        };
+        tracing::info!(
+            route = route.name(),
+            "Delivery lease held: this node delivers the route"
+        );
+        let stop = shutdown.child_token();
+        let run = worker.run(stop.clone());
+        tokio::pin!(run);
+        let lost = loop {
+            tokio::select! {
+                () = &mut run => break false,
+                changed = lease.held.changed() => {
+                    if changed.is_err() || !*lease.held.borrow() {
+                        break true;
+                    }
+                }
+            }
+        };
+        if lost {
+            tracing::warn!(
+                route = route.name(),
+                "Delivery lease lost: stopping this node's worker"
+            );
+            stop.cancel();
+            run.await;
+        } else {
+            // The worker stopped by itself (the log closed, or shutdown): don't spin.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::blacklist::AddError;
 use crate::error::{ApiError, ApiResult};
-use crate::state::SharedState;
+use crate::state::{AppState, SharedState};
 
 /// Requires `Authorization: Bearer <api token>` on everything but the health probes.
 pub async fn require_token(State(state): State<SharedState>, req: Request, next: Next) -> Response {
@@ -38,8 +38,42 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub async fn health() -> Response {
-    let mut resp = "OK".into_response();
+/// Liveness (`/health/live`): the process answers.
+pub async fn live() -> Response {
+    text_ok("OK".to_owned())
+}
+
+/// RIG's `/health`: `OK` while every dependency is up; otherwise still `200` (a broker
+/// outage must not make an orchestrator restart the node — `/health/ready` is the
+/// probe that says 503) but the body names what is down, one `name: reason` a line.
+pub async fn health(State(state): State<SharedState>) -> Response {
+    let down: Vec<String> = dependencies(&state)
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|reason| format!("{name}: {reason}")))
+        .collect();
+    if down.is_empty() {
+        text_ok("OK".to_owned())
+    } else {
+        text_ok(format!("DEGRADED\n{}\n", down.join("\n")))
+    }
+}
+
+fn dependencies(state: &AppState) -> Vec<(String, Result<(), String>)> {
+    let log = state
+        .log
+        .bounds(&state.stream)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+        .and_then(|()| state.log.health());
+    let mut deps = vec![("log".to_owned(), log)];
+    if let Some(f) = &state.dependencies {
+        deps.extend(f());
+    }
+    deps
+}
+
+fn text_ok(body: String) -> Response {
+    let mut resp = body.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -47,18 +81,29 @@ pub async fn health() -> Response {
     resp
 }
 
+/// `200 {"status":"ready","log":"up",…}` or `503 {"status":"not ready",…}` with each
+/// dependency's state: `"up"` or the reason it is down.
 pub async fn ready(State(state): State<SharedState>) -> Response {
-    match state.log.bounds(&state.stream) {
-        Ok(_) => (StatusCode::OK, "{\"status\":\"ready\",\"log\":\"up\"}").into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "{{\"status\":\"not ready\",\"log\":{}}}",
-                Value::String(e.to_string())
-            ),
-        )
-            .into_response(),
+    let deps = dependencies(&state);
+    let ready = deps.iter().all(|(_, r)| r.is_ok());
+    let mut body = serde_json::Map::new();
+    body.insert(
+        "status".into(),
+        Value::from(if ready { "ready" } else { "not ready" }),
+    );
+    for (name, r) in deps {
+        let v = match r {
+            Ok(()) => Value::from("up"),
+            Err(reason) => Value::from(reason),
+        };
+        body.insert(name, v);
     }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Value::Object(body).to_string()).into_response()
 }
 
 pub async fn metrics(State(state): State<SharedState>) -> Response {

@@ -63,7 +63,7 @@ pub fn internal_router(state: SharedState) -> Router {
     let limit = state.cfg.max_body_bytes;
     Router::new()
         .route("/health", get(internal::health))
-        .route("/health/live", get(internal::health))
+        .route("/health/live", get(internal::live))
         .route("/health/ready", get(internal::ready))
         .route("/metrics", get(internal::metrics))
         .route("/v3/messages", post(publish::internal))

@@ -76,6 +76,9 @@ pub struct AppState {
     pub log_level: Option<LogLevelHandle>,
     /// Exposition text of the log backend's own statistics, rendered at scrape time.
     pub log_metrics: Option<Box<dyn Fn() -> String + Send + Sync>>,
+    /// Readiness of the dependencies besides the log (event sources, brokers), each
+    /// `(name, Err(reason))` when down; asked by `/health/ready`.
+    pub dependencies: Option<Box<dyn Fn() -> Vec<(String, Result<(), String>)> + Send + Sync>>,
     /// Node-wide bound on new connections (RIG's `MAX_CONNECTIONS_PER_MINUTE`).
     pub connection_rate: Option<tidegate_flow::rate::Gcra>,
     /// Per-client rate, per-session and long-poll bounds ([`crate::limits`]).

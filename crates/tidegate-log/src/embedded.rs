@@ -540,6 +540,10 @@ impl EventLog for EmbeddedLog {
         EmbeddedLog::ensure_stream(self, name)
     }
 
+    fn close(&self) {
+        EmbeddedLog::close(self)
+    }
+
     async fn append(
         &self,
         stream: &str,

@@ -105,6 +105,47 @@ pub struct Bounds {
     pub next: u64,
 }
 
+/// Cluster-wide exclusive ownership of a named piece of work (e.g. the delivery worker
+/// of an ingestion route): at most one node holds a lease at a time; when the holder
+/// dies or loses the broker, another node takes it over after the lease's timeout.
+pub struct Lease {
+    /// `true` while this node holds the lease.
+    pub held: watch::Receiver<bool>,
+    /// Dropping the lease gives it up (stops renewing, leaves the group).
+    _release: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Lease {
+    /// A lease that is always held: one node, no competition.
+    pub fn always() -> Lease {
+        let (tx, held) = watch::channel(true);
+        Lease {
+            held,
+            _release: Some(Box::new(tx)),
+        }
+    }
+
+    /// A lease whose state a backend task drives through `held`; `release` is
+    /// dropped with the lease (a cancellation guard, a sender the task watches…).
+    pub fn new(
+        held: watch::Receiver<bool>,
+        release: Box<dyn std::any::Any + Send + Sync>,
+    ) -> Lease {
+        Lease {
+            held,
+            _release: Some(release),
+        }
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("held", &*self.held.borrow())
+            .finish()
+    }
+}
+
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
     /// Identifies this log incarnation; changes when the data directory is wiped.
@@ -116,6 +157,17 @@ pub trait EventLog: Send + Sync + 'static {
     fn health(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// Competes for the cluster-wide lease `name` ([`Lease`]). A single-node backend
+    /// (the embedded log) holds every lease at once.
+    async fn lease(&self, name: &str) -> Result<Lease, LogError> {
+        let _ = name;
+        Ok(Lease::always())
+    }
+
+    /// Stops background work (writer thread, tails) after flushing what was
+    /// acknowledged; later appends fail with [`LogError::Closed`]. Idempotent.
+    fn close(&self) {}
 
     /// Creates the stream if needed (idempotent).
     async fn ensure_stream(&self, stream: &str) -> Result<(), LogError>;

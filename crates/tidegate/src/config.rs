@@ -47,6 +47,10 @@ pub struct Internal {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSection {
+    /// `embedded` (default: segment files in `dir`, one node), `nats` (JetStream) or
+    /// `kafka`: the cluster modes, where every node shares the broker's log.
+    pub backend: String,
+    /// Embedded log directory.
     pub dir: PathBuf,
     /// `fsync` (default) or `buffered`.
     pub durability: String,
@@ -57,6 +61,104 @@ pub struct LogSection {
     pub dedup_window_secs: u64,
     pub tail_cache_bytes: usize,
     pub append_queue: usize,
+    /// JetStream stream/bucket name prefix (`log.backend = "nats"`; servers from `[nats]`).
+    pub nats_prefix: String,
+    /// JetStream replicas of each stream.
+    pub nats_replicas: usize,
+    /// Kafka topic name prefix (`log.backend = "kafka"`; brokers from `[kafka]`).
+    pub kafka_prefix: String,
+    pub kafka_replication_factor: i32,
+    /// Broker requests (append acknowledgements, metadata) time out after this; an
+    /// append that times out answers 503.
+    pub request_timeout_ms: u64,
+}
+
+/// Kafka client settings shared by the Kafka log, the Kafka source and the proxy's
+/// Kafka targets (RIG's names in brackets).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Kafka {
+    /// Bootstrap servers, `host:port` (`KAFKA_BROKERS`). Empty: no Kafka.
+    pub brokers: Vec<String>,
+    /// `mechanism:user:password`, mechanism `plain`, `scram_sha_256` or `scram_sha_512`
+    /// (`KAFKA_SASL`).
+    pub sasl: Option<String>,
+    /// `KAFKA_SSL_ENABLED`.
+    pub ssl_enabled: bool,
+    /// `KAFKA_SSL_CA_CERTFILE`, `KAFKA_SSL_CERTFILE`, `KAFKA_SSL_KEYFILE`, `KAFKA_SSL_KEYFILE_PASS`.
+    pub ssl_ca_file: Option<PathBuf>,
+    pub ssl_cert_file: Option<PathBuf>,
+    pub ssl_key_file: Option<PathBuf>,
+    pub ssl_key_password: Option<String>,
+    /// Raw librdkafka properties for every Kafka client.
+    pub properties: HashMap<String, String>,
+}
+
+/// NATS client settings shared by the JetStream log, the NATS source and the proxy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Nats {
+    /// Server URLs (`NATS_SERVERS`). Empty: no NATS.
+    pub servers: Vec<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// Event sources: brokers whose CloudEvents are appended to the log like published ones.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sources {
+    pub kafka: KafkaSource,
+    pub nats: NatsSource,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSource {
+    /// On by default when `[kafka] brokers` is set (as in RIG); `false` turns it off.
+    pub enabled: Option<bool>,
+    /// `KAFKA_SOURCE_TOPICS`.
+    pub topics: Vec<String>,
+    /// `KAFKATOFILTER_KAFKA_GROUP_ID`.
+    pub group_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSource {
+    /// On by default when `[nats] servers` is set (as in RIG); `false` turns it off.
+    pub enabled: Option<bool>,
+    /// `NATS_SOURCE_TOPICS`: core NATS subjects (RIG's mode, at-most-once).
+    pub subjects: Vec<String>,
+    /// `NATSTOFILTER_QUEUE_GROUP`.
+    pub queue_group: String,
+    /// A JetStream stream to consume with a durable consumer instead (at-least-once).
+    pub jetstream_stream: Option<String>,
+    pub jetstream_durable: String,
+}
+
+impl Default for KafkaSource {
+    fn default() -> Self {
+        KafkaSource {
+            enabled: None,
+            topics: vec!["rig".into()],
+            group_id: "rig-kafka-to-filter".into(),
+        }
+    }
+}
+
+impl Default for NatsSource {
+    fn default() -> Self {
+        NatsSource {
+            enabled: None,
+            subjects: vec!["rig".into()],
+            queue_group: "rig-nats-to-filter".into(),
+            jetstream_stream: None,
+            jetstream_durable: "tidegate".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,6 +276,9 @@ pub struct Config {
     pub events: Events,
     pub tls: Tls,
     pub streams: Streams,
+    pub kafka: Kafka,
+    pub nats: Nats,
+    pub sources: Sources,
     /// RIG's `CORS`: `*` or a comma-separated list of origins.
     pub cors: String,
     /// RIG's `EXTRACTORS`: inline JSON or a file path.
@@ -215,6 +320,7 @@ impl Default for Internal {
 impl Default for LogSection {
     fn default() -> Self {
         LogSection {
+            backend: "embedded".into(),
             dir: PathBuf::from("data"),
             durability: "fsync".into(),
             group_commit_window_us: 0,
@@ -224,6 +330,11 @@ impl Default for LogSection {
             dedup_window_secs: 300,
             tail_cache_bytes: 64 << 20,
             append_queue: 4096,
+            nats_prefix: "tidegate".into(),
+            nats_replicas: 1,
+            kafka_prefix: "tidegate.".into(),
+            kafka_replication_factor: 1,
+            request_timeout_ms: 5000,
         }
     }
 }
@@ -307,6 +418,9 @@ impl Default for Config {
             events: Events::default(),
             tls: Tls::default(),
             streams: Streams::default(),
+            kafka: Kafka::default(),
+            nats: Nats::default(),
+            sources: Sources::default(),
             cors: "*".into(),
             extractors: None,
             subscription_check: "no_check".into(),
@@ -401,6 +515,113 @@ const ENV: &[EnvVar] = &[
     EnvVar {
         names: &["TIDEGATE_LOG_DEDUP_WINDOW_SECS"],
         apply: |c, n, v| Ok(c.log.dedup_window_secs = num(n, v)?),
+    },
+    EnvVar {
+        names: &["TIDEGATE_LOG_BACKEND"],
+        apply: |c, _, v| Ok(c.log.backend = v.trim().to_ascii_lowercase()),
+    },
+    EnvVar {
+        names: &["TIDEGATE_LOG_NATS_PREFIX"],
+        apply: |c, _, v| Ok(c.log.nats_prefix = v.to_string()),
+    },
+    EnvVar {
+        names: &["TIDEGATE_LOG_NATS_REPLICAS"],
+        apply: |c, n, v| Ok(c.log.nats_replicas = num(n, v)?),
+    },
+    EnvVar {
+        names: &["TIDEGATE_LOG_KAFKA_PREFIX"],
+        apply: |c, _, v| Ok(c.log.kafka_prefix = v.to_string()),
+    },
+    EnvVar {
+        names: &["TIDEGATE_LOG_KAFKA_REPLICATION_FACTOR"],
+        apply: |c, n, v| Ok(c.log.kafka_replication_factor = num(n, v)?),
+    },
+    EnvVar {
+        names: &["TIDEGATE_LOG_REQUEST_TIMEOUT_MS"],
+        apply: |c, n, v| Ok(c.log.request_timeout_ms = num(n, v)?),
+    },
+    EnvVar {
+        names: &["KAFKA_BROKERS", "TIDEGATE_KAFKA_BROKERS"],
+        apply: |c, _, v| Ok(c.kafka.brokers = list(v)),
+    },
+    EnvVar {
+        names: &["KAFKA_SASL", "TIDEGATE_KAFKA_SASL"],
+        apply: |c, _, v| Ok(c.kafka.sasl = Some(v.to_string()).filter(|s| !s.trim().is_empty())),
+    },
+    EnvVar {
+        names: &["KAFKA_SSL_ENABLED", "TIDEGATE_KAFKA_SSL_ENABLED"],
+        apply: |c, n, v| Ok(c.kafka.ssl_enabled = boolean(n, v)?),
+    },
+    EnvVar {
+        names: &["KAFKA_SSL_CA_CERTFILE", "TIDEGATE_KAFKA_SSL_CA_FILE"],
+        apply: |c, _, v| {
+            Ok(c.kafka.ssl_ca_file = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty()))
+        },
+    },
+    EnvVar {
+        names: &["KAFKA_SSL_CERTFILE", "TIDEGATE_KAFKA_SSL_CERT_FILE"],
+        apply: |c, _, v| {
+            Ok(
+                c.kafka.ssl_cert_file =
+                    Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty()),
+            )
+        },
+    },
+    EnvVar {
+        names: &["KAFKA_SSL_KEYFILE", "TIDEGATE_KAFKA_SSL_KEY_FILE"],
+        apply: |c, _, v| {
+            Ok(c.kafka.ssl_key_file = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty()))
+        },
+    },
+    EnvVar {
+        names: &["KAFKA_SSL_KEYFILE_PASS", "TIDEGATE_KAFKA_SSL_KEY_PASSWORD"],
+        apply: |c, _, v| {
+            Ok(c.kafka.ssl_key_password = Some(v.to_string()).filter(|s| !s.is_empty()))
+        },
+    },
+    EnvVar {
+        names: &["KAFKA_SOURCE_TOPICS", "TIDEGATE_KAFKA_SOURCE_TOPICS"],
+        apply: |c, _, v| Ok(c.sources.kafka.topics = list(v)),
+    },
+    EnvVar {
+        names: &[
+            "KAFKATOFILTER_KAFKA_GROUP_ID",
+            "TIDEGATE_KAFKA_SOURCE_GROUP_ID",
+        ],
+        apply: |c, _, v| Ok(c.sources.kafka.group_id = v.to_string()),
+    },
+    EnvVar {
+        names: &["TIDEGATE_KAFKA_SOURCE_ENABLED"],
+        apply: |c, n, v| Ok(c.sources.kafka.enabled = Some(boolean(n, v)?)),
+    },
+    EnvVar {
+        names: &["NATS_SERVERS", "TIDEGATE_NATS_SERVERS"],
+        apply: |c, _, v| Ok(c.nats.servers = list(v)),
+    },
+    EnvVar {
+        names: &["NATS_SOURCE_TOPICS", "TIDEGATE_NATS_SOURCE_SUBJECTS"],
+        apply: |c, _, v| Ok(c.sources.nats.subjects = list(v)),
+    },
+    EnvVar {
+        names: &[
+            "NATSTOFILTER_QUEUE_GROUP",
+            "TIDEGATE_NATS_SOURCE_QUEUE_GROUP",
+        ],
+        apply: |c, _, v| Ok(c.sources.nats.queue_group = v.to_string()),
+    },
+    EnvVar {
+        names: &["TIDEGATE_NATS_SOURCE_ENABLED"],
+        apply: |c, n, v| Ok(c.sources.nats.enabled = Some(boolean(n, v)?)),
+    },
+    EnvVar {
+        names: &["TIDEGATE_NATS_SOURCE_JETSTREAM_STREAM"],
+        apply: |c, _, v| {
+            Ok(c.sources.nats.jetstream_stream = Some(v.to_string()).filter(|s| !s.is_empty()))
+        },
+    },
+    EnvVar {
+        names: &["TIDEGATE_NATS_SOURCE_JETSTREAM_DURABLE"],
+        apply: |c, _, v| Ok(c.sources.nats.jetstream_durable = v.to_string()),
     },
     EnvVar {
         names: &["JWT_SECRET_KEY", "TIDEGATE_JWT_SECRET_KEY"],
@@ -609,6 +830,43 @@ impl Config {
                 ));
             }
         }
+        match self.log.backend.as_str() {
+            "embedded" => {}
+            "nats" if self.nats.servers.is_empty() => {
+                return Err(invalid(
+                    "log.backend",
+                    "`nats` needs NATS servers (NATS_SERVERS or [nats] servers)",
+                ))
+            }
+            "kafka" if self.kafka.brokers.is_empty() => {
+                return Err(invalid(
+                    "log.backend",
+                    "`kafka` needs brokers (KAFKA_BROKERS or [kafka] brokers)",
+                ))
+            }
+            "nats" | "kafka" => {}
+            other => {
+                return Err(invalid(
+                    "log.backend",
+                    format!("`{other}` is not embedded, nats or kafka"),
+                ))
+            }
+        }
+        if let Some(sasl) = &self.kafka.sasl {
+            let mut parts = sasl.splitn(3, ':');
+            let mechanism = parts.next().unwrap_or_default().to_ascii_lowercase();
+            if !matches!(
+                mechanism.as_str(),
+                "plain" | "scram_sha_256" | "scram_sha_512"
+            ) || parts.next().is_none()
+                || parts.next().is_none()
+            {
+                return Err(invalid(
+                    "KAFKA_SASL",
+                    "expected mechanism:user:password with mechanism plain, scram_sha_256 or scram_sha_512",
+                ));
+            }
+        }
         if !matches!(self.log.durability.as_str(), "fsync" | "buffered") {
             return Err(invalid(
                 "log.durability",
@@ -762,6 +1020,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("HTTPS_KEYFILE"), "{e}");
+    }
+
+    #[test]
+    fn broker_settings_take_rig_names() {
+        let c = Config::load(None, &HashMap::new()).unwrap();
+        assert_eq!(c.log.backend, "embedded");
+        assert!(c.kafka.brokers.is_empty() && c.nats.servers.is_empty());
+        assert_eq!(c.sources.kafka.topics, vec!["rig".to_string()]);
+        let c = Config::load(
+            None,
+            &env(&[
+                ("KAFKA_BROKERS", "a:9092, b:9092"),
+                ("KAFKA_SOURCE_TOPICS", "t1,t2"),
+                ("KAFKATOFILTER_KAFKA_GROUP_ID", "g"),
+                ("KAFKA_SASL", "plain:u:p:w"),
+                ("NATS_SERVERS", "nats://n:4222"),
+                ("NATS_SOURCE_TOPICS", "s1"),
+                ("NATSTOFILTER_QUEUE_GROUP", "q"),
+                ("TIDEGATE_LOG_BACKEND", "Kafka"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.brokers, vec!["a:9092", "b:9092"]);
+        assert_eq!(c.sources.kafka.topics, vec!["t1", "t2"]);
+        assert_eq!(c.sources.kafka.group_id, "g");
+        assert_eq!(c.kafka.sasl.as_deref(), Some("plain:u:p:w"));
+        assert_eq!(c.nats.servers, vec!["nats://n:4222"]);
+        assert_eq!(
+            (
+                c.sources.nats.subjects.clone(),
+                c.sources.nats.queue_group.as_str()
+            ),
+            (vec!["s1".to_string()], "q")
+        );
+        assert_eq!(c.log.backend, "kafka");
+        let e = Config::load(None, &env(&[("TIDEGATE_LOG_BACKEND", "nats")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NATS_SERVERS"), "{e}");
+        let e = Config::load(None, &env(&[("KAFKA_SASL", "gssapi:x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("KAFKA_SASL"), "{e}");
     }
 
     #[test]

@@ -180,6 +180,7 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
     )
     .await?;
     let blacklist = Arc::new(BlacklistStore::open(log.clone(), 1_000_000).await?);
+    tasks.spawn(blacklist.clone().follow(hub.clone(), shutdown.clone()));
 
     let api_token = match (&cfg.internal.token, cfg.internal.auth_disabled) {
         (_, true) => {
@@ -247,6 +248,7 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
             text.push_str(&route_metrics.render_metrics());
             text
         })),
+        dependencies: None,
         connection_rate,
         limits: tidegate_edge::limits::ConnectionLimits::new(tidegate_edge::limits::LimitsConfig {
             max_connections_per_session: c.max_connections_per_session,

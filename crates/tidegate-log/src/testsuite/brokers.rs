@@ -45,14 +45,24 @@ pub fn nats_url() -> Option<String> {
         .trim()
         .trim_start_matches("nats://")
         .to_owned();
-    found("NATS server", "TIDEGATE_TEST_NATS_URL", url.clone(), &hostport)
+    found(
+        "NATS server",
+        "TIDEGATE_TEST_NATS_URL",
+        url.clone(),
+        &hostport,
+    )
 }
 
 /// The Kafka bootstrap servers, or `None` (test skipped) as for [`nats_url`].
 pub fn kafka_brokers() -> Option<String> {
     let brokers = std::env::var("TIDEGATE_TEST_KAFKA_BROKERS")
         .unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
-    let first = brokers.split(',').next().unwrap_or_default().trim().to_owned();
+    let first = brokers
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     found(
         "Kafka-protocol broker",
         "TIDEGATE_TEST_KAFKA_BROKERS",
