@@ -31,10 +31,13 @@ use axum::Router;
 pub use state::{AppState, EdgeConfig, SharedState};
 
 /// Frontend-facing routes (RIG's inbound port, 4000).
-pub fn inbound_router(state: SharedState) -> Router {
+///
+/// `fallback` serves every path no gateway route matched (the API gateway's reverse
+/// proxy); without one such paths are `404`.
+pub fn inbound_router(state: SharedState, fallback: Option<Router>) -> Router {
     let cors = state.cfg.cors.clone();
     let limit = state.cfg.max_body_bytes;
-    Router::new()
+    let router = Router::new()
         .route("/_rig/v1/connection/sse", get(sse::handler))
         .route("/_rig/v1/connection/ws", get(ws::handler))
         .route("/_rig/v1/connection/longpolling", get(longpoll::handler))
@@ -47,8 +50,12 @@ pub fn inbound_router(state: SharedState) -> Router {
         .route("/_tidegate/v1/history", get(history::handler))
         .route("/_rig/health", get(internal::health))
         .merge(ingest::router(&state))
-        .merge(streams::router(state.clone()))
-        .fallback(not_found)
+        .merge(streams::router(state.clone()));
+    let router = match fallback {
+        Some(f) => router.fallback_service(f),
+        None => router.fallback(not_found),
+    };
+    router
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

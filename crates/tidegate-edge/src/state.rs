@@ -61,6 +61,9 @@ impl Default for EdgeConfig {
     }
 }
 
+/// Names and states of dependencies: `Err(reason)` when down.
+pub type Dependencies = Box<dyn Fn() -> Vec<(String, Result<(), String>)> + Send + Sync>;
+
 pub struct AppState {
     pub cfg: EdgeConfig,
     pub hub: Hub,
@@ -78,7 +81,7 @@ pub struct AppState {
     pub log_metrics: Option<Box<dyn Fn() -> String + Send + Sync>>,
     /// Readiness of the dependencies besides the log (event sources, brokers), each
     /// `(name, Err(reason))` when down; asked by `/health/ready`.
-    pub dependencies: Option<Box<dyn Fn() -> Vec<(String, Result<(), String>)> + Send + Sync>>,
+    pub dependencies: Option<Dependencies>,
     /// Node-wide bound on new connections (RIG's `MAX_CONNECTIONS_PER_MINUTE`).
     pub connection_rate: Option<tidegate_flow::rate::Gcra>,
     /// Per-client rate, per-session and long-poll bounds ([`crate::limits`]).

@@ -4,3 +4,4 @@
 //! - [`brokers`]: where the test brokers are (environment, with the usual defaults),
 //!   and whether a test may skip when one is not running.
 pub mod brokers;
+pub mod conformance;

@@ -106,6 +106,46 @@ pub struct Nats {
     pub credentials_file: Option<PathBuf>,
 }
 
+/// RIG's API gateway (reverse proxy, `/v3/apis`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxySection {
+    /// `PROXY_CONFIG_FILE`: a path or inline JSON list of API definitions.
+    pub config_file: Option<String>,
+    /// `PROXY_RECV_TIMEOUT` (ms): a backend's response head, and each body read.
+    pub recv_timeout_ms: u64,
+    /// `PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT` (ms).
+    pub http_async_response_timeout_ms: u64,
+    /// `PROXY_KAFKA_RESPONSE_TIMEOUT` (ms).
+    pub kafka_response_timeout_ms: u64,
+    /// `PROXY_NATS_RESPONSE_TIMEOUT` (ms).
+    pub nats_response_timeout_ms: u64,
+    /// `PROXY_KAFKA_RESPONSE_TOPICS`.
+    pub kafka_response_topics: Vec<String>,
+    /// `PROXY_KAFKA_RESPONSE_KAFKA_GROUP_ID` (each node adds its own suffix).
+    pub kafka_response_group: String,
+    /// Largest request body forwarded or published.
+    pub max_body_bytes: usize,
+    /// Requests waiting for asynchronous responses at once; more answer 503.
+    pub max_waiters: usize,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            config_file: None,
+            recv_timeout_ms: 5000,
+            http_async_response_timeout_ms: 5000,
+            kafka_response_timeout_ms: 5000,
+            nats_response_timeout_ms: 60_000,
+            kafka_response_topics: vec!["rig-proxy-response".into()],
+            kafka_response_group: "rig-proxy-response".into(),
+            max_body_bytes: 10 << 20,
+            max_waiters: 10_000,
+        }
+    }
+}
+
 /// Event sources: brokers whose CloudEvents are appended to the log like published ones.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -279,6 +319,7 @@ pub struct Config {
     pub kafka: Kafka,
     pub nats: Nats,
     pub sources: Sources,
+    pub proxy: ProxySection,
     /// RIG's `CORS`: `*` or a comma-separated list of origins.
     pub cors: String,
     /// RIG's `EXTRACTORS`: inline JSON or a file path.
@@ -421,6 +462,7 @@ impl Default for Config {
             kafka: Kafka::default(),
             nats: Nats::default(),
             sources: Sources::default(),
+            proxy: ProxySection::default(),
             cors: "*".into(),
             extractors: None,
             subscription_check: "no_check".into(),
@@ -624,6 +666,36 @@ const ENV: &[EnvVar] = &[
         apply: |c, _, v| Ok(c.sources.nats.jetstream_durable = v.to_string()),
     },
     EnvVar {
+        names: &["PROXY_CONFIG_FILE", "TIDEGATE_PROXY_CONFIG_FILE"],
+        apply: |c, _, v| {
+            Ok(c.proxy.config_file = Some(v.to_string()).filter(|s| !s.trim().is_empty()))
+        },
+    },
+    EnvVar {
+        names: &["PROXY_RECV_TIMEOUT"],
+        apply: |c, n, v| Ok(c.proxy.recv_timeout_ms = num(n, v)?),
+    },
+    EnvVar {
+        names: &["PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT"],
+        apply: |c, n, v| Ok(c.proxy.http_async_response_timeout_ms = num(n, v)?),
+    },
+    EnvVar {
+        names: &["PROXY_KAFKA_RESPONSE_TIMEOUT"],
+        apply: |c, n, v| Ok(c.proxy.kafka_response_timeout_ms = num(n, v)?),
+    },
+    EnvVar {
+        names: &["PROXY_NATS_RESPONSE_TIMEOUT"],
+        apply: |c, n, v| Ok(c.proxy.nats_response_timeout_ms = num(n, v)?),
+    },
+    EnvVar {
+        names: &["PROXY_KAFKA_RESPONSE_TOPICS"],
+        apply: |c, _, v| Ok(c.proxy.kafka_response_topics = list(v)),
+    },
+    EnvVar {
+        names: &["PROXY_KAFKA_RESPONSE_KAFKA_GROUP_ID"],
+        apply: |c, _, v| Ok(c.proxy.kafka_response_group = v.to_string()),
+    },
+    EnvVar {
         names: &["JWT_SECRET_KEY", "TIDEGATE_JWT_SECRET_KEY"],
         apply: |c, _, v| Ok(c.jwt.secret_key = v.to_string()),
     },
@@ -783,6 +855,60 @@ const ENV: &[EnvVar] = &[
         apply: |c, _, v| Ok(c.log_format = v.to_string()),
     },
 ];
+
+impl Kafka {
+    /// The librdkafka properties for security and extras, shared by every Kafka client
+    /// (log, source, proxy): SASL from RIG's `mechanism:user:password`, SSL files.
+    pub fn client_properties(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        let mut set = |k: &str, v: &str| p.push((k.to_owned(), v.to_owned()));
+        let sasl = self.sasl.as_deref().and_then(|s| {
+            let mut it = s.splitn(3, ':');
+            Some((it.next()?, it.next()?, it.next()?))
+        });
+        match (sasl.is_some(), self.ssl_enabled) {
+            (true, true) => set("security.protocol", "sasl_ssl"),
+            (true, false) => set("security.protocol", "sasl_plaintext"),
+            (false, true) => set("security.protocol", "ssl"),
+            (false, false) => {}
+        }
+        if let Some((mechanism, user, password)) = sasl {
+            let mechanism = match mechanism.to_ascii_lowercase().as_str() {
+                "scram_sha_256" => "SCRAM-SHA-256",
+                "scram_sha_512" => "SCRAM-SHA-512",
+                _ => "PLAIN",
+            };
+            set("sasl.mechanism", mechanism);
+            set("sasl.username", user);
+            set("sasl.password", password);
+        }
+        if self.ssl_enabled {
+            let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
+            if let Some(ca) = path(&self.ssl_ca_file) {
+                set("ssl.ca.location", &ca);
+            }
+            if let Some(cert) = path(&self.ssl_cert_file) {
+                set("ssl.certificate.location", &cert);
+            }
+            if let Some(key) = path(&self.ssl_key_file) {
+                set("ssl.key.location", &key);
+            }
+            if let Some(pass) = &self.ssl_key_password {
+                set("ssl.key.password", pass);
+            }
+        }
+        let mut extra: Vec<_> = self.properties.iter().collect();
+        extra.sort();
+        for (k, v) in extra {
+            set(k, v);
+        }
+        p
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.brokers.join(",")
+    }
+}
 
 impl Config {
     /// Defaults ← file ← environment (`env` is passed in so tests need not touch the

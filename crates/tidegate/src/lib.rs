@@ -42,7 +42,7 @@ pub struct Running {
     pub api_token: Option<String>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
-    log: Arc<EmbeddedLog>,
+    log: Arc<dyn EventLog>,
 }
 
 impl Running {
@@ -109,29 +109,214 @@ fn checker(name: &str, value: &str, timeout: Duration) -> anyhow::Result<Checker
     Checker::new(check, timeout).with_context(|| name.to_string())
 }
 
+/// RIG's API gateway: definitions from `PROXY_CONFIG_FILE` and the `_apis` stream,
+/// publishers for `target: kafka | nats`, the Kafka response consumer.
+async fn open_proxy(
+    cfg: &Config,
+    log: Arc<dyn EventLog>,
+    verifier: Arc<Verifier>,
+    blacklist: Arc<BlacklistStore>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<tidegate_proxy::Proxy>> {
+    use tidegate_proxy as proxy;
+    let p = &cfg.proxy;
+    let ms = Duration::from_millis;
+    let kafka_cfg = (!cfg.kafka.brokers.is_empty()).then(|| proxy::KafkaConfig {
+        properties: cfg.kafka.client_properties(),
+        ..proxy::KafkaConfig::new(cfg.kafka.bootstrap())
+    });
+    let kafka: Option<Arc<dyn proxy::Publisher>> = match &kafka_cfg {
+        Some(k) => Some(Arc::new(
+            proxy::KafkaPublisher::new(k).context("the proxy's Kafka producer")?,
+        )),
+        None => None,
+    };
+    let nats: Option<Arc<dyn proxy::Publisher>> = if cfg.nats.servers.is_empty() {
+        None
+    } else {
+        let nc = proxy::NatsConfig::new(cfg.nats.servers.join(","));
+        Some(Arc::new(
+            proxy::NatsPublisher::connect(&nc)
+                .await
+                .context("the proxy's NATS client (NATS_SERVERS)")?,
+        ))
+    };
+    let session_field = cfg.jwt.session_field.clone();
+    let session_denied: proxy::SessionCheck = Arc::new(move |claims: &serde_json::Value| {
+        claims
+            .pointer(&session_field)
+            .and_then(|v| v.as_str())
+            .is_some_and(|s| blacklist.contains(s))
+    });
+    let px = proxy::Proxy::open(
+        log,
+        proxy::ProxyConfig {
+            file: p.config_file.clone(),
+            timeouts: proxy::Timeouts {
+                recv: ms(p.recv_timeout_ms.max(1)),
+                http_async_response: ms(p.http_async_response_timeout_ms.max(1)),
+                kafka_response: ms(p.kafka_response_timeout_ms.max(1)),
+                nats_response: ms(p.nats_response_timeout_ms.max(1)),
+                ..proxy::Timeouts::default()
+            },
+            kafka,
+            nats,
+            verifier: Some(verifier),
+            session_denied: Some(session_denied),
+            max_body: p.max_body_bytes,
+            max_waiters: p.max_waiters,
+            cors: cfg.cors.clone(),
+            scheme: "http".into(),
+            ..proxy::ProxyConfig::default()
+        },
+    )
+    .await
+    .context("PROXY_CONFIG_FILE / API definitions")?;
+    px.spawn_follower(tasks, shutdown.clone());
+    if let Some(k) = kafka_cfg {
+        let rc = proxy::KafkaResponsesConfig {
+            topics: p.kafka_response_topics.clone(),
+            group_prefix: p.kafka_response_group.clone(),
+            ..proxy::KafkaResponsesConfig::new(k)
+        };
+        px.spawn_kafka_responses(&rc, tasks, shutdown.clone())
+            .context("the proxy's Kafka response consumer")?;
+    }
+    Ok(px)
+}
+
+type StatsFn = Box<dyn Fn() -> String + Send + Sync>;
+
+/// The log backend of `log.backend`, and the renderer of its statistics for /metrics.
+async fn open_log(cfg: &Config) -> anyhow::Result<(Arc<dyn EventLog>, StatsFn)> {
+    let l = &cfg.log;
+    let max_record_bytes = cfg.events.max_event_bytes + 1024;
+    let retention_age = l.retention_age_secs.map(Duration::from_secs);
+    match l.backend.as_str() {
+        "nats" => {
+            let nc = tidegate_log_nats::NatsConfig {
+                servers: cfg.nats.servers.clone(),
+                prefix: l.nats_prefix.clone(),
+                user: cfg.nats.user.clone(),
+                password: cfg.nats.password.clone(),
+                token: cfg.nats.token.clone(),
+                credentials_file: cfg.nats.credentials_file.clone(),
+                replicas: l.nats_replicas.max(1),
+                max_age: retention_age,
+                max_bytes: l.retention_bytes.map(|b| b.min(i64::MAX as u64) as i64),
+                duplicate_window: Duration::from_secs(l.dedup_window_secs.max(1)),
+                max_record_bytes,
+                request_timeout: Duration::from_millis(l.request_timeout_ms.max(100)),
+                tail_cache_bytes: l.tail_cache_bytes,
+            };
+            let nats = tidegate_log_nats::NatsLog::connect(nc)
+                .await
+                .with_context(|| {
+                    format!("connecting the JetStream log to {:?}", cfg.nats.servers)
+                })?;
+            info!(servers = ?cfg.nats.servers, prefix = %l.nats_prefix, epoch = nats.epoch(), "Log opened on NATS JetStream");
+            let stats = nats.clone();
+            Ok((nats, Box::new(move || render_nats_stats(&stats.stats()))))
+        }
+        _ => {
+            let mut lc = EmbeddedConfig::new(&l.dir);
+            lc.durability = if l.durability == "buffered" {
+                Durability::Buffered
+            } else {
+                Durability::Fsync
+            };
+            lc.group_commit_window = Duration::from_micros(l.group_commit_window_us);
+            lc.segment_bytes = l.segment_bytes;
+            lc.retention_age = retention_age;
+            lc.retention_bytes = l.retention_bytes;
+            lc.dedup_window = Duration::from_secs(l.dedup_window_secs);
+            lc.tail_cache_bytes = l.tail_cache_bytes;
+            lc.append_queue = l.append_queue;
+            lc.max_record_bytes = max_record_bytes;
+            let embedded = EmbeddedLog::open(lc)
+                .with_context(|| format!("opening the log in {}", l.dir.display()))?;
+            info!(dir = %l.dir.display(), epoch = embedded.epoch(), durability = %l.durability, "Log opened");
+            let stats = embedded.clone();
+            Ok((
+                embedded,
+                Box::new(move || tidegate_edge::logstats::render(&stats.stats())),
+            ))
+        }
+    }
+}
+
+/// OpenMetrics text of a networked backend's counters and gauges.
+fn render_metrics(
+    backend: &str,
+    counters: &[(&str, &str, u64)],
+    gauges: &[(&str, &str, u64)],
+) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(1024);
+    for (name, help, v) in counters {
+        let _ = write!(out, "# HELP tidegate_log_{name} {help}\n# TYPE tidegate_log_{name} counter\ntidegate_log_{name}_total{{backend=\"{backend}\"}} {v}\n");
+    }
+    for (name, help, v) in gauges {
+        let _ = write!(out, "# HELP tidegate_log_{name} {help}\n# TYPE tidegate_log_{name} gauge\ntidegate_log_{name}{{backend=\"{backend}\"}} {v}\n");
+    }
+    out
+}
+
+fn render_nats_stats(s: &tidegate_log_nats::NatsStats) -> String {
+    render_metrics(
+        "nats",
+        &[
+            (
+                "appends",
+                "Records stored by this node's appends",
+                s.appended,
+            ),
+            (
+                "duplicates",
+                "Records the broker reported as duplicates",
+                s.duplicates,
+            ),
+            ("append_errors", "Append calls that failed", s.append_errors),
+            ("reconnects", "Reconnections to the broker", s.reconnects),
+            (
+                "cache_hits",
+                "Reads served from the tail cache",
+                s.cache_hits,
+            ),
+            (
+                "cache_misses",
+                "Reads that went to the broker",
+                s.cache_misses,
+            ),
+            (
+                "tail_restarts",
+                "Tail consumers re-created",
+                s.tail_restarts,
+            ),
+        ],
+        &[
+            (
+                "tail_lag",
+                "Committed records the tail has not delivered yet",
+                s.tail_lag,
+            ),
+            (
+                "cache_bytes",
+                "Bytes held by the tail caches",
+                s.cache_bytes,
+            ),
+            ("streams", "Streams this node tails", s.streams),
+        ],
+    )
+}
+
 pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let metrics = Arc::new(Metrics::new());
 
-    let mut lc = EmbeddedConfig::new(&cfg.log.dir);
-    lc.durability = if cfg.log.durability == "buffered" {
-        Durability::Buffered
-    } else {
-        Durability::Fsync
-    };
-    lc.group_commit_window = Duration::from_micros(cfg.log.group_commit_window_us);
-    lc.segment_bytes = cfg.log.segment_bytes;
-    lc.retention_age = cfg.log.retention_age_secs.map(Duration::from_secs);
-    lc.retention_bytes = cfg.log.retention_bytes;
-    lc.dedup_window = Duration::from_secs(cfg.log.dedup_window_secs);
-    lc.tail_cache_bytes = cfg.log.tail_cache_bytes;
-    lc.append_queue = cfg.log.append_queue;
-    lc.max_record_bytes = cfg.events.max_event_bytes + 1024;
-    let embedded = EmbeddedLog::open(lc)
-        .with_context(|| format!("opening the log in {}", cfg.log.dir.display()))?;
-    let log: Arc<dyn EventLog> = embedded.clone();
-    info!(dir = %cfg.log.dir.display(), epoch = log.epoch(), durability = %cfg.log.durability, "Log opened");
+    let (log, log_stats) = open_log(&cfg).await?;
 
     let extractors = match cfg.extractors_json()? {
         Some(json) => Extractors::parse(&json).context("EXTRACTORS")?,
@@ -230,7 +415,6 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
     let ingest =
         tidegate_edge::ingest::Ingest::new(delivery.clone()).map_err(anyhow::Error::msg)?;
     let route_metrics = delivery.clone();
-    let stats_log = embedded.clone();
     let state = Arc::new(AppState {
         cfg: edge_cfg,
         hub,
@@ -244,7 +428,7 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
         blacklist,
         log_level,
         log_metrics: Some(Box::new(move || {
-            let mut text = tidegate_edge::logstats::render(&stats_log.stats());
+            let mut text = log_stats();
             text.push_str(&route_metrics.render_metrics());
             text
         })),
@@ -289,8 +473,19 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
         .with_context(|| format!("binding the internal port {internal_addr}"))?;
     let inbound_local = inbound.local_addr()?;
     let internal_local = internal.local_addr()?;
-    let inbound_router = tidegate_edge::inbound_router(state.clone());
-    let internal_router = tidegate_edge::internal_router(state.clone());
+    let proxy = open_proxy(
+        &cfg,
+        log.clone(),
+        state.verifier.clone(),
+        state.blacklist.clone(),
+        &tasks,
+        &shutdown,
+    )
+    .await?;
+    let inbound_router =
+        tidegate_edge::inbound_router(state.clone(), Some(proxy.inbound_fallback()));
+    let internal_router =
+        tidegate_edge::internal_router(state.clone()).merge(proxy.management_router());
     let mut listeners = vec![
         (inbound, inbound_router.clone(), None),
         (internal, internal_router.clone(), None),
@@ -342,6 +537,6 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
         api_token,
         shutdown,
         tasks,
-        log: embedded,
+        log,
     })
 }

@@ -33,6 +33,9 @@ enum Backend {
 struct Cluster {
     env: Vec<(String, String)>,
     dir: Arc<tempfile::TempDir>,
+    backend: Backend,
+    broker: String,
+    prefix: String,
 }
 
 impl Cluster {
@@ -69,6 +72,61 @@ impl Cluster {
         Cluster {
             env,
             dir: Arc::new(tempfile::tempdir().expect("tempdir")),
+            backend,
+            broker: broker.to_string(),
+            prefix,
+        }
+    }
+
+    /// Deletes what the cluster created on the broker (its streams, buckets, topics).
+    async fn cleanup(&self) {
+        match self.backend {
+            Backend::Nats => {
+                use futures_util::StreamExt;
+                let client = async_nats::connect(&self.broker).await.unwrap();
+                let js = async_nats::jetstream::new(client);
+                let upper = format!("{}_", self.prefix.to_ascii_uppercase());
+                let kv = format!("KV_{}_", self.prefix);
+                let names: Vec<String> = js
+                    .stream_names()
+                    .filter_map(|n| async move { n.ok() })
+                    .collect()
+                    .await;
+                for name in names {
+                    if name.starts_with(&upper) || name.starts_with(&kv) {
+                        let _ = js.delete_stream(&name).await;
+                    }
+                }
+            }
+            Backend::Kafka => {
+                use rdkafka::admin::{AdminClient, AdminOptions};
+                use rdkafka::client::DefaultClientContext;
+                use rdkafka::consumer::{BaseConsumer, Consumer};
+                use rdkafka::ClientConfig;
+                let mut cc = ClientConfig::new();
+                cc.set("bootstrap.servers", &self.broker);
+                let consumer: BaseConsumer = cc.create().unwrap();
+                let prefix = format!("{}.", self.prefix);
+                let topics: Vec<String> = tokio::task::spawn_blocking(move || {
+                    consumer
+                        .fetch_metadata(None, Duration::from_secs(5))
+                        .map(|m| {
+                            m.topics()
+                                .iter()
+                                .map(|t| t.name().to_string())
+                                .filter(|n| n.starts_with(&prefix))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                })
+                .await
+                .unwrap();
+                let admin: AdminClient<DefaultClientContext> = cc.create().unwrap();
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                if !names.is_empty() {
+                    let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
+                }
+            }
         }
     }
 
@@ -313,11 +371,30 @@ async fn node_killed_clients_resume_elsewhere(backend: Backend, broker: &str) {
     let out = Arc::new(Mutex::new(Received::default()));
     let (tx, _rx) = tokio::sync::mpsc::channel(1);
     let base = format!("http://{}", restarted.inbound);
-    subscriber(vec![base], 0, EVENTS - 1, out.clone(), tx, Some(first_cursor)).await;
-    let r = out.lock().unwrap();
-    let ids: HashSet<&str> = r.events.iter().map(|(_, id)| id.as_str()).collect();
-    assert_eq!(ids.len(), EVENTS - 1, "{backend:?}: history on the restarted node");
+    subscriber(
+        vec![base],
+        0,
+        EVENTS - 1,
+        out.clone(),
+        tx,
+        Some(first_cursor),
+    )
+    .await;
+    let ids: HashSet<String> = out
+        .lock()
+        .unwrap()
+        .events
+        .iter()
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        EVENTS - 1,
+        "{backend:?}: history on the restarted node"
+    );
     assert!(!ids.contains("e0"), "resume starts after the cursor");
+    drop((nodes, restarted));
+    cluster.cleanup().await;
 }
 
 async fn blacklist_reaches_every_node(backend: Backend, broker: &str) {
@@ -347,7 +424,11 @@ async fn blacklist_reaches_every_node(backend: Backend, broker: &str) {
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_success(), "blacklist on node 1: {}", r.status());
+    assert!(
+        r.status().is_success(),
+        "blacklist on node 1: {}",
+        r.status()
+    );
     let cut = tokio::time::Instant::now();
     on3.ended(Duration::from_secs(3))
         .await
@@ -362,28 +443,38 @@ async fn blacklist_reaches_every_node(backend: Backend, broker: &str) {
         matches!(&refused, Err(r) if r.status >= 400 && r.status < 500),
         "node 2 refuses the blacklisted session"
     );
+    drop(nodes);
+    cluster.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_node_killed_clients_resume_elsewhere() {
-    let Some(url) = brokers::nats_url() else { return };
+    let Some(url) = brokers::nats_url() else {
+        return;
+    };
     node_killed_clients_resume_elsewhere(Backend::Nats, &url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_blacklist_reaches_every_node() {
-    let Some(url) = brokers::nats_url() else { return };
+    let Some(url) = brokers::nats_url() else {
+        return;
+    };
     blacklist_reaches_every_node(Backend::Nats, &url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_node_killed_clients_resume_elsewhere() {
-    let Some(b) = brokers::kafka_brokers() else { return };
+    let Some(b) = brokers::kafka_brokers() else {
+        return;
+    };
     node_killed_clients_resume_elsewhere(Backend::Kafka, &b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_blacklist_reaches_every_node() {
-    let Some(b) = brokers::kafka_brokers() else { return };
+    let Some(b) = brokers::kafka_brokers() else {
+        return;
+    };
     blacklist_reaches_every_node(Backend::Kafka, &b).await;
 }
