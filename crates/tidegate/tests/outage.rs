@@ -1,0 +1,244 @@
+//! Broker outage under load, with real processes: a gateway on its own JetStream server
+//! keeps publishing while the server is stopped for 30 s. The node stays up, says it
+//! is not ready (and why), refuses publishes it cannot make durable with 503 — never
+//! a 202 it cannot keep — and once the server is back, every acknowledged event
+//! reaches the subscriber that stayed connected through the outage.
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tidegate_testkit::process;
+use tidegate_testkit::sse::Sse;
+use tokio::process::{Child, Command};
+
+const OUTAGE: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn nats_server(port: u16, dir: &std::path::Path) -> Option<Child> {
+    Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()
+}
+
+async fn wait_port(port: u16) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("nats-server did not listen on {port}");
+}
+
+async fn ready_status(internal: std::net::SocketAddr) -> (u16, String) {
+    match reqwest::get(format!("http://{internal}/health/ready")).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => panic!("the node stopped answering: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_outage_of_30s_loses_nothing_acknowledged() {
+    let store = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let Some(mut server) = nats_server(port, store.path()) else {
+        assert!(
+            std::env::var("TIDEGATE_TEST_BROKERS").as_deref() != Ok("required"),
+            "nats-server is required but not on PATH"
+        );
+        eprintln!("SKIPPED: nats-server is not on PATH");
+        return;
+    };
+    wait_port(port).await;
+    let url = format!("nats://127.0.0.1:{port}");
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_string_lossy().to_string();
+    let bin = process::binary(env!("CARGO_BIN_EXE_tidegate"));
+    let node = process::spawn(
+        &bin,
+        &[],
+        &[
+            ("INBOUND_PORT", "0"),
+            ("API_HTTP_PORT", "0"),
+            ("TIDEGATE_INBOUND_HOST", "127.0.0.1"),
+            ("TIDEGATE_INTERNAL_TOKEN", "t"),
+            ("MAX_CONNECTIONS_PER_MINUTE", "0"),
+            ("TIDEGATE_LOG_DIR", &dir),
+            ("TIDEGATE_LOG_BACKEND", "nats"),
+            ("NATS_SERVERS", &url),
+            ("TIDEGATE_NATS_SOURCE_ENABLED", "false"),
+            ("TIDEGATE_LOG_REQUEST_TIMEOUT_MS", "2000"),
+            ("LOG_LEVEL", "warn"),
+        ],
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("gateway starts");
+    let base = format!("http://{}", node.inbound);
+
+    // A subscriber that stays connected through the outage.
+    let received = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let mut sse = Sse::connect(
+        &format!(
+            "{base}/_rig/v1/connection/sse?subscriptions=%5B%7B%22eventType%22%3A%22outage%22%7D%5D"
+        ),
+        &[],
+    )
+    .await
+    .expect("subscribe");
+    sse.next_event(Duration::from_secs(5)).await.unwrap(); // connection event
+    let got = received.clone();
+    let reader = tokio::spawn(async move {
+        while let Ok(ev) = sse.next_event(Duration::from_secs(120)).await {
+            if ev.event == "outage" {
+                got.lock()
+                    .unwrap()
+                    .insert(ev.json()["id"].as_str().unwrap().to_string());
+            }
+        }
+    });
+
+    // Load: one publish every 20 ms for the whole run.
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let refused = Arc::new(Mutex::new(Vec::<(u16, Option<String>)>::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let publisher = {
+        let (acked, refused, stop, base) =
+            (acked.clone(), refused.clone(), stop.clone(), base.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            let mut i = 0u64;
+            while !stop.is_cancelled() {
+                let id = format!("o{i}");
+                i += 1;
+                let ev = json!({"specversion":"1.0","id":id,"source":"/outage","type":"outage"});
+                match http
+                    .post(format!("{base}/_rig/v1/events"))
+                    .json(&ev)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => acked.lock().unwrap().push(id),
+                    Ok(r) => {
+                        let retry = r
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        refused.lock().unwrap().push((r.status().as_u16(), retry));
+                    }
+                    Err(e) => panic!("the node stopped answering publishes: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        ready_status(node.internal).await.0,
+        200,
+        "ready before the outage"
+    );
+    let before = acked.lock().unwrap().len();
+    assert!(
+        before > 10,
+        "publishing works before the outage ({before} acked)"
+    );
+
+    // The outage.
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+    let outage_began = tokio::time::Instant::now();
+    let mut reported = false;
+    for _ in 0..50 {
+        let (status, body) = ready_status(node.internal).await;
+        if status == 503 {
+            assert!(body.contains("\"log\""), "readiness names the log: {body}");
+            reported = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reported, "not-ready reported within 5 s of the outage");
+    tokio::time::sleep_until(outage_began + OUTAGE).await;
+    let (status, _) = ready_status(node.internal).await;
+    assert_eq!(status, 503, "still not ready during the outage");
+    let during = refused.lock().unwrap().clone();
+    assert!(
+        !during.is_empty(),
+        "publishes during the outage were refused"
+    );
+    assert!(
+        during.iter().all(|(s, retry)| *s == 503 && retry.is_some()),
+        "refusals are 503 with Retry-After: {during:?}"
+    );
+
+    // The broker returns on the same port and store.
+    let _server = nats_server(port, store.path()).expect("restart nats-server");
+    wait_port(port).await;
+    let mut back = false;
+    for _ in 0..300 {
+        if ready_status(node.internal).await.0 == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "ready again within 30 s of the broker's return");
+    let at_return = acked.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    publisher.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > at_return,
+        "publishing works again after the outage"
+    );
+
+    // Every acknowledged event reaches the subscriber.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let missing: Vec<String> = {
+            let got = received.lock().unwrap();
+            acked
+                .iter()
+                .filter(|id| !got.contains(*id))
+                .cloned()
+                .collect()
+        };
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} acknowledged events never arrived, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    reader.abort();
+    drop(node);
+}
