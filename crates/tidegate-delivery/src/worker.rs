@@ -52,6 +52,11 @@ struct Ctx {
     client: reqwest::Client,
     method: reqwest::Method,
     rate: Option<Gcra>,
+    /// Deliveries wait for the rate limit one at a time, first come first served
+    /// (tokio's mutex is FIFO). Without it every waiter re-polls the limiter after its
+    /// own sleep and an unlucky message can lose the race indefinitely — which also
+    /// pins the committed position, so a crash would redeliver everything after it.
+    rate_turn: tokio::sync::Mutex<()>,
     limiter: Limiter,
     backoff: Backoff,
     max_retry_after: Duration,
@@ -120,6 +125,7 @@ impl Worker {
                 client,
                 method,
                 rate,
+                rate_turn: tokio::sync::Mutex::new(()),
                 limiter,
                 backoff,
                 max_retry_after,
@@ -360,6 +366,7 @@ async fn deliver(ctx: Arc<Ctx>, rec: Record) {
         let until = *ctx.pause.lock();
         tokio::time::sleep_until(until).await;
         if let Some(rate) = &ctx.rate {
+            let _turn = ctx.rate_turn.lock().await;
             rate.until_ready().await;
         }
         let permit = ctx.limiter.acquire().await;

@@ -8,6 +8,10 @@
 //!   and serves the whole history from the shared log.
 //! - `*_blacklist_reaches_every_node`: a session blacklisted through node 1 is cut on
 //!   node 3 within a second and refused on node 2.
+//! - `*_route_delivery_moves_when_its_node_dies`: an ingestion route on every node,
+//!   requests spread over the nodes; one node at a time delivers (the route's lease);
+//!   that node is SIGKILLed and another takes over from the committed position: the
+//!   backend ends with every acknowledged message.
 //!
 //! Brokers come from `tidegate_log::testsuite::brokers` (skipped locally when absent,
 //! required in CI).
@@ -132,6 +136,10 @@ impl Cluster {
 
     /// Starts node `n` (its own data directory: nothing is shared but the broker).
     async fn start(&self, n: usize) -> Process {
+        self.start_with(n, &[]).await
+    }
+
+    async fn start_with(&self, n: usize, args: &[&str]) -> Process {
         let dir = self.dir.path().join(format!("node{n}"));
         let dir = dir.to_string_lossy().to_string();
         let mut env: Vec<(&str, &str)> = self
@@ -141,7 +149,7 @@ impl Cluster {
             .collect();
         env.push(("TIDEGATE_LOG_DIR", &dir));
         let bin = process::binary(env!("CARGO_BIN_EXE_tidegate"));
-        process::spawn(&bin, &[], &env, Duration::from_secs(60))
+        process::spawn(&bin, args, &env, Duration::from_secs(60))
             .await
             .expect("spawn a cluster node")
     }
@@ -445,6 +453,137 @@ async fn blacklist_reaches_every_node(backend: Backend, broker: &str) {
     );
     drop(nodes);
     cluster.cleanup().await;
+}
+
+/// A backend that records the idempotency key of every delivery it receives.
+async fn recording_backend() -> (Arc<Mutex<Vec<String>>>, String) {
+    use axum::{extract::State, http::HeaderMap, routing::post, Router};
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let app = Router::new()
+        .route(
+            "/ingest",
+            post(
+                |State(got): State<Arc<Mutex<Vec<String>>>>, headers: HeaderMap| async move {
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    got.lock().unwrap().push(key);
+                    "ok"
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ingest", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (got, url)
+}
+
+async fn route_delivery_moves_when_its_node_dies(backend: Backend, broker: &str) {
+    const MESSAGES: usize = 240;
+    let (got, url) = recording_backend().await;
+    let cluster = Cluster::new(backend, broker);
+    let config = cluster.dir.path().join("routes.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[routes]]\nname = \"leads\"\npath = \"/leads\"\n[routes.delivery]\nbackends = [\"{url}\"]\nrate_per_second = 60\nburst = 5\nwindow = 16\nbackoff_base_ms = 20\nbackoff_cap_ms = 200\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_string_lossy().to_string();
+    let mut nodes = Vec::new();
+    for n in 0..3 {
+        nodes.push(Some(cluster.start_with(n, &["--config", &config]).await));
+    }
+    let http = reqwest::Client::new();
+    let mut acked = HashSet::new();
+    let send = |node: &Process, i: usize| {
+        http.post(format!("http://{}/leads", node.inbound))
+            .json(&json!({"lead": i}))
+            .send()
+    };
+    for i in 0..MESSAGES {
+        let node = nodes[i % 3].as_ref().unwrap();
+        let r = send(node, i).await.unwrap();
+        assert_eq!(r.status(), 202, "ingest on node {}", i % 3);
+        let body: serde_json::Value = r.json().await.unwrap();
+        acked.insert(body["id"].as_str().unwrap().to_string());
+    }
+    // The holder is the node whose worker delivers; kill it mid-backlog (60/s against
+    // 240 messages leaves most of them undelivered).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut holder = None;
+    for (n, p) in nodes.iter().enumerate() {
+        let p = p.as_ref().unwrap();
+        let st: serde_json::Value = http
+            .get(format!("http://{}/v3/routes/leads", p.internal))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if st["delivered"].as_u64().unwrap_or(0) > 0 || st["in_flight"].as_u64().unwrap_or(0) > 0 {
+            assert!(
+                holder.is_none(),
+                "{backend:?}: two nodes deliver the same route"
+            );
+            holder = Some(n);
+        }
+    }
+    let holder = holder.expect("one node delivers the route");
+    let delivered_before = got.lock().unwrap().len();
+    assert!(delivered_before < MESSAGES, "the kill lands mid-backlog");
+    let mut victim = nodes[holder].take().unwrap();
+    victim.child.start_kill().unwrap();
+    victim.child.wait().await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let keys: HashSet<String> = got.lock().unwrap().iter().cloned().collect();
+        if acked.iter().all(|id| keys.contains(id)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{backend:?}: {} of {MESSAGES} messages delivered a minute after the kill",
+            acked.iter().filter(|id| keys.contains(*id)).count()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = got.lock().unwrap().clone();
+    let distinct: HashSet<&String> = all.iter().collect();
+    // At-least-once: only messages of the dead node's window (16) that it delivered
+    // but had not committed yet may be delivered twice.
+    let dups = all.len() - distinct.len();
+    eprintln!(
+        "{backend:?}: {delivered_before} delivered before the kill, {} deliveries of {} messages",
+        all.len(),
+        distinct.len()
+    );
+    assert!(dups <= 16, "{backend:?}: {dups} duplicate deliveries");
+    drop(nodes);
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_route_delivery_moves_when_its_node_dies() {
+    let Some(url) = brokers::nats_url() else {
+        return;
+    };
+    route_delivery_moves_when_its_node_dies(Backend::Nats, &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_route_delivery_moves_when_its_node_dies() {
+    let Some(b) = brokers::kafka_brokers() else {
+        return;
+    };
+    route_delivery_moves_when_its_node_dies(Backend::Kafka, &b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
