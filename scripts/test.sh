@@ -22,6 +22,13 @@ if [ -f tests/browser/package.json ] && [ ! -d tests/browser/node_modules ]; the
   (cd tests/browser && npm ci --no-audit --no-fund --silent || npm install --no-audit --no-fund --silent)
 fi
 
+# --- brokers: NATS JetStream and a Kafka-protocol broker (tansu) ------------
+# Exports TIDEGATE_TEST_NATS_URL, TIDEGATE_TEST_KAFKA_BROKERS and
+# TIDEGATE_TEST_BROKERS=required, so broker tests fail instead of skipping.
+log "brokers (scripts/brokers.sh)"
+# shellcheck source=brokers.sh
+. scripts/brokers.sh
+
 # --- Rust: lints, then every test of the workspace -------------------------
 log "cargo fmt --check"
 cargo fmt --all -- --check

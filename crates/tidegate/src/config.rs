@@ -163,6 +163,9 @@ pub struct KafkaSource {
     pub topics: Vec<String>,
     /// `KAFKATOFILTER_KAFKA_GROUP_ID`.
     pub group_id: String,
+    /// Where a group without committed offsets starts: `earliest` (default: nothing
+    /// published before the group's first commit is skipped) or `latest` (RIG's).
+    pub offset_reset: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,6 +188,7 @@ impl Default for KafkaSource {
             enabled: None,
             topics: vec!["rig".into()],
             group_id: "rig-kafka-to-filter".into(),
+            offset_reset: "earliest".into(),
         }
     }
 }
@@ -196,7 +200,7 @@ impl Default for NatsSource {
             subjects: vec!["rig".into()],
             queue_group: "rig-nats-to-filter".into(),
             jetstream_stream: None,
-            jetstream_durable: "tidegate".into(),
+            jetstream_durable: "tidegate-nats-to-log".into(),
         }
     }
 }
@@ -633,6 +637,10 @@ const ENV: &[EnvVar] = &[
         apply: |c, _, v| Ok(c.sources.kafka.group_id = v.to_string()),
     },
     EnvVar {
+        names: &["TIDEGATE_KAFKA_SOURCE_OFFSET_RESET"],
+        apply: |c, _, v| Ok(c.sources.kafka.offset_reset = v.trim().to_ascii_lowercase()),
+    },
+    EnvVar {
         names: &["TIDEGATE_KAFKA_SOURCE_ENABLED"],
         apply: |c, n, v| Ok(c.sources.kafka.enabled = Some(boolean(n, v)?)),
     },
@@ -905,6 +913,11 @@ impl Kafka {
         p
     }
 
+    /// Whether the Kafka source runs: RIG's rule (brokers set) unless turned off.
+    pub fn source_enabled(&self, s: &KafkaSource) -> bool {
+        s.enabled.unwrap_or(!self.brokers.is_empty()) && !s.topics.is_empty()
+    }
+
     pub fn bootstrap(&self) -> String {
         self.brokers.join(",")
     }
@@ -977,6 +990,15 @@ impl Config {
                     format!("`{other}` is not embedded, nats or kafka"),
                 ))
             }
+        }
+        if !matches!(
+            self.sources.kafka.offset_reset.as_str(),
+            "earliest" | "latest"
+        ) {
+            return Err(invalid(
+                "sources.kafka.offset_reset",
+                "expected earliest or latest",
+            ));
         }
         if let Some(sasl) = &self.kafka.sasl {
             let mut parts = sasl.splitn(3, ':');

@@ -186,6 +186,75 @@ async fn open_proxy(
     Ok(px)
 }
 
+/// The Kafka and NATS sources: their events are appended to the `events` stream like
+/// published ones, and acknowledged to the broker only after that.
+fn start_sources(
+    cfg: &Config,
+    log: Arc<dyn EventLog>,
+    hub: Hub,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<tidegate_sources::Sources> {
+    use tidegate_sources as src;
+    let mut configs = Vec::new();
+    let s = &cfg.sources;
+    if cfg.kafka.source_enabled(&s.kafka) {
+        anyhow::ensure!(
+            !cfg.kafka.brokers.is_empty(),
+            "sources.kafka is enabled but no brokers are set (KAFKA_BROKERS)"
+        );
+        let mut k = src::KafkaSourceConfig::new(cfg.kafka.brokers.clone(), s.kafka.topics.clone());
+        k.group_id = s.kafka.group_id.clone();
+        k.offset_reset = if s.kafka.offset_reset == "latest" {
+            src::kafka::OffsetReset::Latest
+        } else {
+            src::kafka::OffsetReset::Earliest
+        };
+        k.extra = cfg.kafka.client_properties();
+        configs.push(src::SourceConfig::Kafka(k));
+    }
+    let nats_on = s.nats.enabled.unwrap_or(!cfg.nats.servers.is_empty());
+    if nats_on && (!s.nats.subjects.is_empty() || s.nats.jetstream_stream.is_some()) {
+        anyhow::ensure!(
+            !cfg.nats.servers.is_empty(),
+            "sources.nats is enabled but no servers are set (NATS_SERVERS)"
+        );
+        let mut n = src::NatsSourceConfig::new(cfg.nats.servers.clone(), s.nats.subjects.clone());
+        n.queue_group = Some(s.nats.queue_group.clone()).filter(|q| !q.is_empty());
+        n.jetstream = s
+            .nats
+            .jetstream_stream
+            .clone()
+            .map(|stream| src::nats::JetStreamConfig {
+                stream,
+                durable: s.nats.jetstream_durable.clone(),
+                ..Default::default()
+            });
+        n.credentials = match (
+            &cfg.nats.credentials_file,
+            &cfg.nats.user,
+            &cfg.nats.password,
+            &cfg.nats.token,
+        ) {
+            (Some(f), ..) => Some(src::nats::NatsCredentials::CredsFile(f.clone())),
+            (None, Some(user), Some(password), _) => {
+                Some(src::nats::NatsCredentials::UserPassword {
+                    user: user.clone(),
+                    password: password.clone(),
+                })
+            }
+            (None, _, _, Some(t)) => Some(src::nats::NatsCredentials::Token(t.clone())),
+            _ => None,
+        };
+        configs.push(src::SourceConfig::Nats(n));
+    }
+    let mut sink = src::LogSink::new(log, EVENTS_STREAM);
+    sink.max_event_bytes = cfg.events.max_event_bytes;
+    sink.hub = Some(hub);
+    sink.max_backlog = cfg.events.max_backlog_records;
+    Ok(src::Sources::start(configs, sink, tasks, shutdown.clone()))
+}
+
 type StatsFn = Box<dyn Fn() -> String + Send + Sync>;
 
 /// The log backend of `log.backend`, and the renderer of its statistics for /metrics.
@@ -218,6 +287,23 @@ async fn open_log(cfg: &Config) -> anyhow::Result<(Arc<dyn EventLog>, StatsFn)> 
             info!(servers = ?cfg.nats.servers, prefix = %l.nats_prefix, epoch = nats.epoch(), "Log opened on NATS JetStream");
             let stats = nats.clone();
             Ok((nats, Box::new(move || render_nats_stats(&stats.stats()))))
+        }
+        "kafka" => {
+            let mut kc = tidegate_log_kafka::KafkaConfig::new(cfg.kafka.bootstrap());
+            kc.prefix = l.kafka_prefix.clone();
+            kc.replication_factor = l.kafka_replication_factor.max(1);
+            kc.request_timeout = Duration::from_millis(l.request_timeout_ms.max(100));
+            kc.max_record_bytes = max_record_bytes;
+            kc.tail_cache_bytes = l.tail_cache_bytes;
+            kc.dedup_window = Duration::from_secs(l.dedup_window_secs.max(1));
+            // Security and extras as for every Kafka client (KAFKA_SASL, KAFKA_SSL_*).
+            kc.extra = cfg.kafka.client_properties();
+            let kafka = tidegate_log_kafka::KafkaLog::connect(kc)
+                .await
+                .with_context(|| format!("connecting the Kafka log to {:?}", cfg.kafka.brokers))?;
+            info!(brokers = ?cfg.kafka.brokers, prefix = %l.kafka_prefix, epoch = kafka.epoch(), "Log opened on Kafka");
+            let stats = kafka.clone();
+            Ok((kafka, Box::new(move || render_kafka_stats(&stats.stats()))))
         }
         _ => {
             let mut lc = EmbeddedConfig::new(&l.dir);
@@ -261,6 +347,74 @@ fn render_metrics(
         let _ = write!(out, "# HELP tidegate_log_{name} {help}\n# TYPE tidegate_log_{name} gauge\ntidegate_log_{name}{{backend=\"{backend}\"}} {v}\n");
     }
     out
+}
+
+fn render_kafka_stats(s: &tidegate_log_kafka::KafkaStats) -> String {
+    render_metrics(
+        "kafka",
+        &[
+            (
+                "appends",
+                "Records stored by this node's appends",
+                s.appends,
+            ),
+            (
+                "append_batches",
+                "Append batches produced",
+                s.append_batches,
+            ),
+            ("bytes_appended", "Bytes produced", s.bytes_appended),
+            (
+                "duplicates",
+                "Records not stored again because of their dedup key",
+                s.duplicates,
+            ),
+            ("append_errors", "Append calls that failed", s.append_errors),
+            (
+                "overloaded_rejections",
+                "Appends refused because the producer queue was full",
+                s.overloaded_rejections,
+            ),
+            (
+                "tail_records",
+                "Records received by the tails",
+                s.tail_records,
+            ),
+            ("tail_errors", "Tail consumer errors", s.tail_errors),
+            (
+                "cache_hits",
+                "Reads served from the tail cache",
+                s.cache_hits,
+            ),
+            (
+                "cache_misses",
+                "Reads that went to the broker",
+                s.cache_misses,
+            ),
+            (
+                "client_errors",
+                "Errors reported by the Kafka clients",
+                s.client_errors,
+            ),
+            (
+                "producer_restarts",
+                "Producers rebuilt after failed deliveries",
+                s.producer_restarts,
+            ),
+        ],
+        &[
+            (
+                "tail_lag",
+                "Records on the broker the tail has not received yet",
+                s.tail_lag_records,
+            ),
+            (
+                "cache_bytes",
+                "Bytes held by the tail caches",
+                s.cache_bytes,
+            ),
+        ],
+    )
 }
 
 fn render_nats_stats(s: &tidegate_log_nats::NatsStats) -> String {
@@ -415,6 +569,8 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
     let ingest =
         tidegate_edge::ingest::Ingest::new(delivery.clone()).map_err(anyhow::Error::msg)?;
     let route_metrics = delivery.clone();
+    let sources = start_sources(&cfg, log.clone(), hub.clone(), &tasks, &shutdown)?;
+    let (source_metrics, dep_sources) = (sources.clone(), sources.clone());
     let state = Arc::new(AppState {
         cfg: edge_cfg,
         hub,
@@ -430,9 +586,23 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
         log_metrics: Some(Box::new(move || {
             let mut text = log_stats();
             text.push_str(&route_metrics.render_metrics());
+            text.push_str(&source_metrics.render_metrics());
             text
         })),
-        dependencies: None,
+        dependencies: Some(Box::new(move || {
+            dep_sources
+                .status()
+                .into_iter()
+                .map(|s| {
+                    let state = match &s.state {
+                        tidegate_sources::SourceState::Running => Ok(()),
+                        tidegate_sources::SourceState::Connecting => Err("connecting".to_owned()),
+                        tidegate_sources::SourceState::Down(reason) => Err(reason.clone()),
+                    };
+                    (format!("source {}", s.name), state)
+                })
+                .collect()
+        })),
         connection_rate,
         limits: tidegate_edge::limits::ConnectionLimits::new(tidegate_edge::limits::LimitsConfig {
             max_connections_per_session: c.max_connections_per_session,
@@ -463,6 +633,10 @@ pub async fn start(cfg: Config, log_level: Option<LogLevelHandle>) -> anyhow::Re
     });
 
     delivery.spawn(&tasks, shutdown.clone())?;
+    if !sources.is_empty() {
+        let s = sources.clone();
+        info!(sources = ?s.status().iter().map(|s| s.name.clone()).collect::<Vec<_>>(), "Event sources started");
+    }
     let inbound_addr = format!("{}:{}", cfg.inbound.host, cfg.inbound.port);
     let internal_addr = format!("{}:{}", cfg.internal.host, cfg.internal.port);
     let inbound = TcpListener::bind(&inbound_addr)
