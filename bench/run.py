@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Tidegate benchmark orchestrator: runs every scenario against Tidegate (and, for
 density and fan-out, Pushpin and Nchan in the same run), writes results JSON,
-BENCHMARKS.md and PNG plots. Invoked by bench/run.sh; every step is bounded in time."""
+BENCHMARKS.md and PNG plots. Invoked by bench/run.sh; every step is bounded in time.
+
+`--only a,b` runs some scenarios and merges their results into the existing results
+file (the other scenarios' numbers are kept, with the date of the run that made them
+in `scenario_runs`)."""
 
 import argparse
 import datetime
@@ -15,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -208,9 +213,10 @@ def stop(server):
 class Subs:
     """K client processes holding connections until stopped (or their own deadline)."""
 
-    def __init__(self, target, transport, addr, counts, offset=0, duration=120, slow=0):
+    def __init__(self, target, transport, addr, counts, offset=0, duration=120, slow=0, extra=()):
         self.dir = tempfile.mkdtemp(dir=WORK, prefix="subs-")
         self.stop_file = os.path.join(self.dir, "stop")
+        self.calm_file = os.path.join(self.dir, "calm")
         self.procs = []
         off = offset
         for i, n in enumerate(counts):
@@ -218,7 +224,8 @@ class Subs:
                        "--n", str(n), "--user-offset", str(off), "--secret", SECRET,
                        "--duration", str(duration), "--slow", str(slow if i == 0 else 0),
                        "--ready-file", os.path.join(self.dir, f"ready{i}"),
-                       "--stop-file", self.stop_file, "--out", os.path.join(self.dir, f"out{i}")],
+                       "--stop-file", self.stop_file, "--out", os.path.join(self.dir, f"out{i}")]
+                      + [str(x) for x in extra] + (["--calm-file", self.calm_file] if extra else []),
                       stderr=open(os.path.join(self.dir, f"err{i}"), "w"))
             self.procs.append(p)
             off += n
@@ -239,9 +246,12 @@ class Subs:
     def cpu(self):
         return sum(cpu_secs(p.pid) for p in self.procs if p.poll() is None)
 
-    def finish(self):
+    def finish(self, stop_content="", raw=False):
         self.client_cpu_s = self.cpu()
-        open(self.stop_file, "w").close()
+        tmp = self.stop_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(stop_content)
+        os.rename(tmp, self.stop_file)  # readers never see a half-written stop file
         outs = []
         for i, p in enumerate(self.procs):
             try:
@@ -253,10 +263,10 @@ class Subs:
             f = os.path.join(self.dir, f"out{i}")
             if os.path.exists(f):
                 outs.append(json.load(open(f)))
-        return merge_subs(outs)
+        return outs if raw else merge_subs(outs)
 
 
-def merge_hist(hs):
+def merge_hist(hs, keep_buckets=False):
     buckets = {}
     for h in hs:
         for v, c in h.get("buckets", []):
@@ -273,8 +283,11 @@ def merge_hist(hs):
             if acc >= need:
                 return v
         return items[-1][0]
-    return {"count": total, "p50_us": q(0.5), "p99_us": q(0.99), "p999_us": q(0.999),
-            "max_us": items[-1][0] if items else 0}
+    out = {"count": total, "p50_us": q(0.5), "p90_us": q(0.9), "p99_us": q(0.99),
+           "p999_us": q(0.999), "max_us": items[-1][0] if items else 0}
+    if keep_buckets:
+        out["buckets"] = [[v, c] for v, c in items]
+    return out
 
 
 def merge_subs(outs):
@@ -481,6 +494,84 @@ def slow_client(cfg):
         stop(server)
 
 
+JITTER_COUNTERS = ("n", "ready", "failed", "received", "distinct", "duplicates", "foreign", "expected",
+                   "missing", "unacked_received", "conns_with_missing", "conns_with_duplicates", "cuts",
+                   "reconnects", "reconnect_errors", "server_closes", "nothing_missed", "not_caught_up",
+                   "lost_notices", "disconnect_notices")
+
+
+def jitter(cfg):
+    """Scenario 5: every connection is cut on its own random schedule and resumes with
+    Last-Event-ID while events flow; Tidegate only (see report.py for why)."""
+    server = start_tidegate()
+    try:
+        n, groups, rate = cfg["jitter_conns"], cfg["jitter_groups"], cfg["jitter_rate"]
+        extra = ["--jitter-period", cfg["jitter_period"], "--period-jitter", cfg["jitter_period_jitter"],
+                 "--outage", cfg["jitter_outage"], "--outage-jitter", cfg["jitter_outage_jitter"],
+                 "--groups", groups, "--event-type", "bench.jitter", "--seed", cfg["jitter_seed"]]
+        s = Subs("tidegate", cfg["jitter_transport"], server.inbound, split(n, cfg["jitter_per_proc"]),
+                 duration=cfg["jitter_secs"] + 90, extra=extra)
+        r = s.wait_ready()
+        log(f"jitter: {r['ready']} connections ready ({r['failed']} failed) in {r['connect_secs']:.1f} s")
+        rss0, c0, cc0 = srv_rss(server), srv_cpu(server), s.cpu()
+        load = [os.getloadavg()[0]]
+        rss_peak = rss0
+        box = {}
+
+        def pub():
+            box["p"] = publish("tidegate", server.publish, rate=rate, count=int(rate * cfg["jitter_secs"]),
+                               duration=cfg["jitter_secs"] + 10, concurrency=cfg["jitter_pub_conc"],
+                               threads=1, event_type="bench.jitter", type_groups=groups)
+        th = threading.Thread(target=pub, daemon=True)
+        t0 = time.time()
+        th.start()
+        while th.is_alive():
+            th.join(2)
+            load.append(os.getloadavg()[0])
+            rss_peak = max(rss_peak, srv_rss(server))
+        pub_secs = time.time() - t0
+        if "p" not in box:
+            raise RuntimeError("jitter publisher failed")
+        p = box["p"]
+        # No more cuts; connections still away come back and catch up.
+        open(s.calm_file, "w").close()
+        time.sleep(cfg["jitter_outage"] + cfg["jitter_outage_jitter"] + cfg["jitter_drain"])
+        c1, cc1, rss1 = srv_cpu(server), s.cpu(), srv_rss(server)
+        outs = s.finish(stop_content=json.dumps({"sent": p["sent_events"], "failed": p["failed_seqs"]}),
+                        raw=True)
+        if not outs:
+            raise RuntimeError("no jitter client output")
+        row = {k: sum(o[k] for o in outs) for k in JITTER_COUNTERS}
+        row.update({k: outs[0][k] for k in ("transport", "groups", "seed", "period_s", "period_jitter_s",
+                                             "outage_s", "outage_jitter_s")})
+        row["acked_known"] = all(o["acked_known"] for o in outs)
+        row["worst_conn_missing"] = max(o["worst_conn_missing"] for o in outs)
+        row["max_ranges_per_conn"] = max(o["max_ranges_per_conn"] for o in outs)
+        row["missing_examples"] = [e for o in outs for e in o.get("missing_examples", [])][:8]
+        row["first_error"] = next((o["first_error"] for o in outs if o["first_error"]), None)
+        row["reconnect_first_error"] = next((o["reconnect_first_error"] for o in outs
+                                             if o["reconnect_first_error"]), None)
+        for h in ("replay_first", "replay_catchup", "live_latency", "replayed_latency"):
+            row[h] = merge_hist([o[h] for o in outs], keep_buckets=h.startswith("replay_"))
+        row["delivered_pct"] = ((row["expected"] - row["missing"]) * 100 / row["expected"]
+                                if row["expected"] else None)
+        row.update({"rate": rate, "per_conn_rate": rate / groups, "secs": cfg["jitter_secs"],
+                    "published": p["ok_events"], "sent": p["sent_events"], "pub_errors": p["errors"],
+                    "pub_first_error": p["first_error"], "unacked": p["unacked_events"],
+                    "pub_secs": p["elapsed_secs"], "wall_secs": pub_secs,
+                    "client_procs": len(outs), "gateway_cpu_s": c1 - c0, "client_cpu_s": cc1 - cc0,
+                    "rss_before_kib": rss0, "rss_peak_kib": rss_peak, "rss_after_kib": rss1,
+                    "load_min": min(load), "load_max": max(load),
+                    "load_mean": statistics.mean(load)})
+        log(f"jitter: delivered {row['delivered_pct'] if row['delivered_pct'] is not None else float('nan'):.4f} % "
+            f"missing {row['missing']} dup {row['duplicates']} cuts {row['cuts']} reconnect errors "
+            f"{row['reconnect_errors']} replay first p99 {row['replay_first']['p99_us']/1000:.0f} ms "
+            f"catch-up p99 {row['replay_catchup']['p99_us']/1000:.0f} ms (load {row['load_mean']:.2f})")
+        return row
+    finally:
+        stop(server)
+
+
 def machine():
     def sh(cmd):
         try:
@@ -501,26 +592,59 @@ CONFIGS = {
                   fanout_subs=50, fanout_per_proc=50, fanout_rates=[200], fanout_secs=1, fanout_hold=30,
                   pub_conc=2, drain=0.7, repeats=1, ingest_batch=500, ingest_count=50000, ingest_secs=1.5,
                   durable_count=3000, durable_secs=1.5, durable_conc=16, slow_fast_subs=20, slow_rate=500,
-                  slow_secs=1, slow_payload=2000, peers=False),
+                  slow_secs=1, slow_payload=2000, jitter_conns=100, jitter_per_proc=100, jitter_groups=4,
+                  jitter_rate=200, jitter_secs=4, jitter_period=1.5, jitter_period_jitter=0.5,
+                  jitter_outage=0.5, jitter_outage_jitter=0.2, jitter_seed=1, jitter_pub_conc=4,
+                  jitter_drain=2, jitter_transport="sse", peers=False),
     "full": dict(density_stages=[1000, 5000, 10000, 19000], per_proc=5000, settle=3, idle_window=30,
                  density_hold=400, fanout_subs=1000, fanout_per_proc=500,
                  fanout_rates=[100, 300, 1000, 2000], fanout_secs=5, fanout_hold=120, pub_conc=32, drain=2,
                  repeats=3, ingest_batch=1000, ingest_count=20_000_000, ingest_secs=5,
                  durable_count=2_000_000, durable_secs=5, durable_conc=64, slow_fast_subs=200,
-                 slow_rate=2000, slow_secs=5, slow_payload=2000, peers=True, profile=True),
+                 slow_rate=2000, slow_secs=5, slow_payload=2000, jitter_conns=4000, jitter_per_proc=2000,
+                 jitter_groups=10, jitter_rate=1000, jitter_secs=75, jitter_period=15,
+                 jitter_period_jitter=3, jitter_outage=2, jitter_outage_jitter=0.5, jitter_seed=1,
+                 jitter_pub_conc=48, jitter_drain=5, jitter_transport="sse", peers=True, profile=True),
 }
+
+
+def merge_results(old, new, ran):
+    """The previous results with the scenarios in `ran` replaced by this run's."""
+    if old.get("mode") != new["mode"]:
+        return new
+    merged = dict(old)
+    runs = dict(old.get("scenario_runs") or {})
+    for k in ("density", "fanout", "ingest", "durable", "slow", "jitter"):
+        if k in old and k not in runs:
+            # Results from before per-scenario stamps: they came from the old full run.
+            runs[k] = {"date": old["machine"]["date"], "tidegate": old["machine"].get("tidegate"),
+                       "wall_secs": old.get("wall_secs")}
+    for k in ran:
+        if k in new:
+            merged[k] = new[k]
+        runs[k] = new["scenario_runs"][k]
+    merged["scenario_runs"] = runs
+    merged["config"] = {**old.get("config", {}), **new["config"]}
+    merged["errors"] = [e for e in old.get("errors", []) if e.split(" ")[0].rstrip(":") not in ran] + \
+        new.get("errors", [])
+    merged["last_partial_run"] = {"only": ran, "date": new["machine"]["date"], "machine": new["machine"]}
+    return merged
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--only", default="", help="comma list: density,fanout,ingest,durable,slow")
+    ap.add_argument("--only", default="", help="comma list: density,fanout,ingest,durable,slow,jitter; "
+                    "merges into the existing results file")
     ap.add_argument("--peers", default="", help="override: comma list of peers (pushpin,nchan) or 'none'")
     ap.add_argument("--results", default=None)
     a = ap.parse_args()
     mode = "smoke" if a.smoke else "full"
     cfg = CONFIGS[mode]
-    only = set(a.only.split(",")) if a.only else {"density", "fanout", "ingest", "durable", "slow"}
+    scenarios = ["density", "fanout", "ingest", "durable", "slow", "jitter"]
+    only = set(a.only.split(",")) if a.only else set(scenarios)
+    if only - set(scenarios):
+        ap.error(f"unknown scenario(s): {', '.join(sorted(only - set(scenarios)))}")
     peers = ["pushpin", "nchan"] if cfg["peers"] else []
     if a.peers:
         peers = [] if a.peers == "none" else a.peers.split(",")
@@ -549,6 +673,8 @@ def main():
             res["durable"] = guard("durable", durable, cfg)
         if "slow" in only:
             res["slow"] = guard("slow", slow_client, cfg)
+        if "jitter" in only:
+            res["jitter"] = guard("jitter", jitter, cfg)
     finally:
         for p in list(STARTED):
             if p.poll() is None:
@@ -560,8 +686,14 @@ def main():
                     p.wait()
         shutil.rmtree(WORK, ignore_errors=True)
     res["wall_secs"] = time.time() - t0
+    ran = [k for k in scenarios if k in only]
+    stamp = {"date": res["machine"]["date"], "tidegate": res["machine"]["tidegate"],
+             "wall_secs": res["wall_secs"], "loadavg_after": list(os.getloadavg())}
+    res["scenario_runs"] = {k: stamp for k in ran}
     out = a.results or os.path.join(ROOT, "bench", "results", f"{mode}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
+    if a.only and os.path.exists(out):
+        res = merge_results(json.load(open(out)), res, ran)
     json.dump(res, open(out, "w"), indent=1)
     log(f"results in {out} ({res['wall_secs']:.0f} s)")
 

@@ -89,13 +89,22 @@ pub fn hist_json(h: &Histogram<u64>) -> serde_json::Value {
 
 /// Finds `"bench_ts":<digits>` in a payload and returns the nanosecond timestamp.
 pub fn find_ts(payload: &[u8]) -> Option<u64> {
-    const KEY: &[u8] = b"\"bench_ts\":";
-    let pos = memfind(payload, KEY)?;
+    find_num(payload, b"\"bench_ts\":")
+}
+
+/// Finds `"seq":<digits>` (the publisher's sequence number) in a payload.
+pub fn find_seq(payload: &[u8]) -> Option<u64> {
+    find_num(payload, b"\"seq\":")
+}
+
+/// The unsigned integer right after `key` (e.g. `"seq":`), spaces allowed before it.
+pub fn find_num(payload: &[u8], key: &[u8]) -> Option<u64> {
+    let pos = memfind(payload, key)?;
     let mut v: u64 = 0;
     let mut any = false;
-    for &b in &payload[pos + KEY.len()..] {
+    for &b in &payload[pos + key.len()..] {
         if b.is_ascii_digit() {
-            v = v * 10 + (b - b'0') as u64;
+            v = v.checked_mul(10)?.checked_add((b - b'0') as u64)?;
             any = true;
         } else if b == b' ' && !any {
             continue;

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! tidegate-bench subs        --target tidegate|pushpin|nchan --transport sse|ws --addr A --n N …
+//! tidegate-bench subs        --jitter-period 15 --outage 2 …   (resume under jitter, Tidegate only)
 //! tidegate-bench pub         --target tidegate|pushpin|nchan --addr A --rate R --batch B …
 //! tidegate-bench grip-origin --listen 127.0.0.1:7999
 //! ```
@@ -9,6 +10,7 @@
 //! report are driven by `bench/run.sh`.
 
 mod common;
+mod jitter;
 mod origin;
 mod publish;
 mod subs;

@@ -1,6 +1,11 @@
 //! `pub`: publishes bench events over HTTP/1.1 keep-alive (single-event requests or
-//! batches) at a target rate, each payload carrying its send timestamp; bounded by
-//! `--count` and `--duration`. Reports requests/s, events/s and request latency.
+//! batches) at a target rate, each payload carrying its send timestamp (`bench_ts`) and
+//! a sequence number (`seq`, 0, 1, 2, … over the whole run); bounded by `--count` and
+//! `--duration`. Reports requests/s, events/s, request latency, how many sequence
+//! numbers were sent and which of them were not acknowledged.
+//!
+//! `--type-groups G` spreads events over G event types: sequence `s` gets the type
+//! `<event-type>.<s % G>` (the jitter scenario subscribes each connection to one group).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +26,7 @@ struct Cfg {
     channel: String,
     pad: usize,
     run_id: String,
+    type_groups: u64,
 }
 
 struct Totals {
@@ -28,6 +34,24 @@ struct Totals {
     ok_events: AtomicU64,
     ok_requests: AtomicU64,
     errors: AtomicU64,
+    /// Sequence numbers handed to requests (all of `0..sent` were attempted).
+    sent: AtomicU64,
+    /// Sequence numbers whose request failed (not acknowledged), up to `MAX_FAILED`.
+    failed: std::sync::Mutex<Vec<u64>>,
+}
+
+/// Failed sequence numbers listed individually; beyond this only the count is kept.
+const MAX_FAILED: usize = 100_000;
+
+impl Totals {
+    fn failed(&self, first: u64, n: usize) {
+        let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        for s in first..first + n as u64 {
+            if f.len() < MAX_FAILED {
+                f.push(s);
+            }
+        }
+    }
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -50,10 +74,14 @@ fn data(seq: u64, pad: usize) -> String {
 }
 
 fn cloudevent(cfg: &Cfg, seq: u64) -> String {
+    let ty = if cfg.type_groups > 0 {
+        format!("{}.{}", cfg.event_type, seq % cfg.type_groups)
+    } else {
+        cfg.event_type.clone()
+    };
     format!(
-        r#"{{"specversion":"1.0","id":"{}-{seq}","source":"/bench","type":"{}","datacontenttype":"application/json","data":{}}}"#,
+        r#"{{"specversion":"1.0","id":"{}-{seq}","source":"/bench","type":"{ty}","datacontenttype":"application/json","data":{}}}"#,
         cfg.run_id,
-        cfg.event_type,
         data(seq, cfg.pad)
     )
 }
@@ -135,6 +163,7 @@ async fn main(args: &Args) -> Result<()> {
         channel: args.str("channel", "shared"),
         pad: args.num("payload-bytes", 100)?,
         run_id: args.str("run-id", &format!("r{}", now_ns())),
+        type_groups: args.num("type-groups", 0)?,
     };
     let per_req = batch.max(1);
     let rate: f64 = args.num("rate", 0.0)?;
@@ -147,6 +176,8 @@ async fn main(args: &Args) -> Result<()> {
         ok_events: AtomicU64::new(0),
         ok_requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        failed: std::sync::Mutex::new(Vec::new()),
     });
     let t0 = Instant::now();
     let deadline = t0 + duration;
@@ -173,6 +204,8 @@ async fn main(args: &Args) -> Result<()> {
     let elapsed = t0.elapsed().as_secs_f64();
     let ok_events = totals.ok_events.load(Ordering::Relaxed);
     let ok_requests = totals.ok_requests.load(Ordering::Relaxed);
+    let failed = std::mem::take(&mut *totals.failed.lock().unwrap_or_else(|e| e.into_inner()));
+    let sent = totals.sent.load(Ordering::Relaxed);
     let j = serde_json::json!({
         "target": target,
         "batch": batch,
@@ -186,6 +219,10 @@ async fn main(args: &Args) -> Result<()> {
         "events_per_sec": ok_events as f64 / elapsed,
         "requests_per_sec": ok_requests as f64 / elapsed,
         "request_latency": hist_json(&hist),
+        "sent_events": sent,
+        "unacked_events": sent - ok_events,
+        "failed_seqs": failed,
+        "type_groups": cfg.type_groups,
     });
     match out {
         Some(f) => std::fs::write(f, j.to_string())?,
@@ -217,6 +254,7 @@ async fn worker(
             break;
         }
         let n = per_req.min((count - first) as usize);
+        totals.sent.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(iv) = interval {
             let due = start + iv * k;
             k += 1;
@@ -244,12 +282,14 @@ async fn worker(
             }
             Ok(status) => {
                 totals.errors.fetch_add(1, Ordering::Relaxed);
+                totals.failed(first, n);
                 if status == 429 || status == 503 {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
             Err(_) => {
                 totals.errors.fetch_add(1, Ordering::Relaxed);
+                totals.failed(first, n);
                 stream = connect_rotating(cfg.addr, w, true).await?;
             }
         }

@@ -61,6 +61,9 @@ impl Shared {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    if args.num("jitter-period", 0.0)? > 0.0 {
+        return crate::jitter::run(args);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -266,7 +269,7 @@ async fn sse_conn(
                 }
                 None => &input,
             };
-            parser.feed(data, |ev, payload| {
+            parser.feed(data, |ev, payload, _id| {
                 if !ready && ev == b"rig.subscriptions_set" {
                     ready = true;
                     shared.ready.set(shared.ready.get() + 1);
@@ -349,18 +352,25 @@ async fn ws_conn(
     }
 }
 
-/// Server-sent events parser (WHATWG): lines end in LF or CRLF; `event:` and `data:`
-/// fields; a blank line dispatches; comments (`:`) are ignored.
+/// Server-sent events parser (WHATWG): lines end in LF or CRLF; `event:`, `data:` and
+/// `id:` fields; a blank line dispatches; comments (`:`) are ignored. The callback gets
+/// the event type, the data and the `id:` given in this event (if any).
 #[derive(Default)]
 pub struct SseParser {
     line: Vec<u8>,
     event: Vec<u8>,
     data: Vec<u8>,
+    id: Vec<u8>,
     has_data: bool,
+    has_id: bool,
 }
 
 impl SseParser {
-    pub fn feed(&mut self, mut input: &[u8], mut on_event: impl FnMut(&[u8], &[u8])) {
+    pub fn feed(
+        &mut self,
+        mut input: &[u8],
+        mut on_event: impl FnMut(&[u8], &[u8], Option<&[u8]>),
+    ) {
         while let Some(nl) = input.iter().position(|&b| b == b'\n') {
             let line_owned;
             let line: &[u8] = if self.line.is_empty() {
@@ -378,11 +388,13 @@ impl SseParser {
                     } else {
                         &self.event
                     };
-                    on_event(ev, &self.data);
+                    on_event(ev, &self.data, self.has_id.then_some(&self.id[..]));
                 }
                 self.event.clear();
                 self.data.clear();
+                self.id.clear();
                 self.has_data = false;
+                self.has_id = false;
             } else if line[0] != b':' {
                 let (field, value) = match line.iter().position(|&b| b == b':') {
                     Some(c) => {
@@ -395,6 +407,11 @@ impl SseParser {
                     b"event" => {
                         self.event.clear();
                         self.event.extend_from_slice(value);
+                    }
+                    b"id" => {
+                        self.id.clear();
+                        self.id.extend_from_slice(value);
+                        self.has_id = true;
                     }
                     b"data" => {
                         if self.has_data {
@@ -422,10 +439,14 @@ mod tests {
         let mut got = Vec::new();
         let text = b"event: a\r\nid: 1\r\ndata: {\"bench_ts\":5}\r\n\r\n: hb\n\nevent: b\ndata: x\ndata: y\n\n";
         for chunk in text.chunks(3) {
-            p.feed(chunk, |e, d| got.push((e.to_vec(), d.to_vec())));
+            p.feed(chunk, |e, d, id| {
+                got.push((e.to_vec(), d.to_vec(), id.map(|i| i.to_vec())))
+            });
         }
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].0, b"a");
+        assert_eq!(got[0].2.as_deref(), Some(&b"1"[..]));
+        assert_eq!(got[1].2, None);
         assert_eq!(find_ts(&got[0].1), Some(5));
         assert_eq!(got[1].1, b"x\ny");
     }
