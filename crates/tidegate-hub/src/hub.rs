@@ -190,6 +190,9 @@ enum Command {
     },
     ReplayDone {
         id: ConnId,
+        /// `false`: the replay could not read the log; the connection is closed
+        /// (resumable) instead of going live with a gap.
+        ok: bool,
     },
     KillSession {
         session: String,
@@ -622,7 +625,13 @@ impl Actor {
                 let _ = reply.send(res);
             }
             Command::Unregister { id } => self.remove(id),
-            Command::ReplayDone { id } => {
+            Command::ReplayDone { id, ok: false } => {
+                if let Some(conn) = self.conns.get(&id) {
+                    conn.info.outbox.close(CloseReason::ReplayFailed);
+                }
+                self.remove(id);
+            }
+            Command::ReplayDone { id, ok: true } => {
                 let cfg = &self.hub.shared.config;
                 if let Some(conn) = self.conns.get_mut(&id) {
                     if let Some((pending, _)) = conn.pending.take() {
@@ -741,11 +750,11 @@ impl Actor {
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
                         res = replay.run() => {
-                            if let Err(e) = res {
+                            if let Err(e) = &res {
                                 warn!(error = %e, "Replay failed; closing the connection so it resumes again");
                             }
-                            // Sent even on failure so the pending buffer is released.
-                            let _ = cmd.send(Command::ReplayDone { id }).await;
+                            // Sent on failure too: the connection must not go live with a gap.
+                            let _ = cmd.send(Command::ReplayDone { id, ok: res.is_ok() }).await;
                         }
                     }
                 });
@@ -970,12 +979,26 @@ impl Replay {
         let mut pos = self.from;
         let types: std::collections::HashSet<&str> =
             self.subs.iter().map(|s| s.event_type.as_str()).collect();
+        let mut empty_reads = 0;
         while pos < self.to {
             let records = self
                 .log
                 .read(&self.stream, pos, READ_BATCH, READ_BYTES)
                 .await?;
-            let Some(last) = records.last() else { break };
+            let Some(last) = records.last() else {
+                // The log said these records exist. A networked log's tail may be a
+                // moment behind; give it a few tries, then fail rather than leave a gap.
+                empty_reads += 1;
+                if empty_reads > 5 {
+                    return Err(LogError::Unavailable(format!(
+                        "replay read nothing at offset {pos} before {}",
+                        self.to
+                    )));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
+            empty_reads = 0;
             pos = last.offset + 1;
             for r in records.iter().filter(|r| r.offset < self.to) {
                 let Ok((event_type, json)) = record::decode(&r.payload) else {
@@ -1010,6 +1033,124 @@ mod tests {
     use super::*;
     use tidegate_log::embedded::{EmbeddedConfig, EmbeddedLog};
     use tidegate_log::{AppendRecord, Durability};
+
+    /// The embedded log, except that `read` fails while `fail` is set (a broker outage
+    /// as a resuming connection sees it).
+    struct FlakyLog {
+        inner: Arc<EmbeddedLog>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl EventLog for FlakyLog {
+        fn epoch(&self) -> u64 {
+            self.inner.epoch()
+        }
+        async fn ensure_stream(&self, s: &str) -> Result<(), LogError> {
+            EventLog::ensure_stream(self.inner.as_ref(), s).await
+        }
+        async fn append(
+            &self,
+            s: &str,
+            r: Vec<tidegate_log::AppendRecord>,
+        ) -> Result<Vec<tidegate_log::Appended>, LogError> {
+            self.inner.append(s, r).await
+        }
+        fn bounds(&self, s: &str) -> Result<tidegate_log::Bounds, LogError> {
+            self.inner.bounds(s)
+        }
+        fn watch_next(&self, s: &str) -> Result<tokio::sync::watch::Receiver<u64>, LogError> {
+            self.inner.watch_next(s)
+        }
+        async fn read(
+            &self,
+            s: &str,
+            from: u64,
+            n: usize,
+            b: usize,
+        ) -> Result<Vec<tidegate_log::Record>, LogError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(LogError::Unavailable("broker down".into()));
+            }
+            self.inner.read(s, from, n, b).await
+        }
+        async fn commit_consumer(&self, s: &str, c: &str, n: u64) -> Result<(), LogError> {
+            self.inner.commit_consumer(s, c, n).await
+        }
+        async fn consumer_position(&self, s: &str, c: &str) -> Result<Option<u64>, LogError> {
+            EventLog::consumer_position(self.inner.as_ref(), s, c).await
+        }
+    }
+
+    /// A resume that cannot read the log closes the connection (resumable) rather than
+    /// going live with a gap after the cursor.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replay_that_cannot_read_closes_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lc = EmbeddedConfig::new(dir.path());
+        lc.durability = Durability::Buffered;
+        let flaky = Arc::new(FlakyLog {
+            inner: EmbeddedLog::open(lc).unwrap(),
+            fail: false.into(),
+        });
+        let log: Arc<dyn EventLog> = flaky.clone();
+        let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
+        let hub = Hub::start(
+            HubConfig::default(),
+            log.clone(),
+            Arc::new(Extractors::default()),
+            Arc::new(Metrics::new()),
+            shutdown.clone(),
+            &tasks,
+        )
+        .await
+        .unwrap();
+        let batch = (0..10)
+            .map(|i| AppendRecord {
+                dedup_key: None,
+                payload: record::encode("t", format!("{{\"n\":{i}}}").as_bytes()),
+            })
+            .collect();
+        log.append("events", batch).await.unwrap();
+        hub.wait_for_capacity(0).await;
+        flaky.fail.store(true, Ordering::SeqCst);
+        let subs = tidegate_core::subscription::parse(
+            br#"[{"eventType":"t"}]"#,
+            &Extractors::default(),
+            Default::default(),
+        )
+        .unwrap();
+        let conn = hub
+            .connect(ConnectRequest {
+                transport: Transport::Sse,
+                session: None,
+                subscriptions: subs,
+                resume: Some(Resume::After(Cursor::single(log.epoch(), 2))),
+            })
+            .await
+            .unwrap();
+        let mut frames = Vec::new();
+        let reason = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut batch = Vec::new();
+            loop {
+                if let Some(r) = conn.outbox.take(&mut batch, 1 << 20).await {
+                    return r;
+                }
+                frames.append(&mut batch);
+            }
+        })
+        .await
+        .expect("the connection is closed");
+        assert_eq!(reason, CloseReason::ReplayFailed);
+        assert!(reason.resumable());
+        assert!(
+            !frames
+                .iter()
+                .any(|f| matches!(f, Frame::Event(e) if &*e.event_type == "t")),
+            "no event delivered past the gap"
+        );
+        shutdown.cancel();
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wait_for_capacity_returns_once_the_backlog_is_within_bounds() {

@@ -53,6 +53,8 @@ pub enum CloseReason {
     SessionKilled(Arc<Encoded>),
     /// A resume could not keep up with the live stream: resume again.
     ReplayLagging,
+    /// The log could not be read for a resume (a broker outage): resume again.
+    ReplayFailed,
     /// Long-poll session not polled in time.
     Expired,
     /// The node is shutting down: reconnect (to any node) and resume.
@@ -71,6 +73,7 @@ impl CloseReason {
             CloseReason::SlowClient => "slow_client",
             CloseReason::SessionKilled(_) => "session_killed",
             CloseReason::ReplayLagging => "replay_lagging",
+            CloseReason::ReplayFailed => "replay_failed",
             CloseReason::Expired => "expired",
             CloseReason::Shutdown => "shutdown",
         }
