@@ -26,6 +26,10 @@ use tidegate_testkit::sse::Sse;
 
 const TOKEN: &str = "cluster-token";
 
+/// One cluster at a time: three nodes per test already fill the two cores, and the
+/// test broker (tansu on sqlite) slows down a lot under two clusters at once.
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[derive(Clone, Copy, Debug)]
 enum Backend {
     Nats,
@@ -276,10 +280,18 @@ async fn publish_range(
                     acked.lock().unwrap().insert(format!("e{i}"), i);
                     break;
                 }
-                _ => {
+                other => {
                     attempts += 1;
                     retries += 1;
-                    assert!(attempts < 50, "publishing e{i} failed on every node");
+                    let why = match other {
+                        Ok(resp) => format!(
+                            "{} {}",
+                            resp.status(),
+                            resp.text().await.unwrap_or_default()
+                        ),
+                        Err(e) => e.to_string(),
+                    };
+                    assert!(attempts < 50, "publishing e{i} failed on every node: {why}");
                     node = (node + 1) % bases.len();
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -582,6 +594,7 @@ async fn route_delivery_moves_when_its_node_dies(backend: Backend, broker: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_route_delivery_moves_when_its_node_dies() {
+    let _one = ONE_CLUSTER.lock().await;
     let Some(url) = brokers::nats_url() else {
         return;
     };
@@ -590,6 +603,7 @@ async fn nats_route_delivery_moves_when_its_node_dies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_route_delivery_moves_when_its_node_dies() {
+    let _one = ONE_CLUSTER.lock().await;
     let Some(b) = brokers::kafka_brokers() else {
         return;
     };
@@ -598,6 +612,7 @@ async fn kafka_route_delivery_moves_when_its_node_dies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_node_killed_clients_resume_elsewhere() {
+    let _one = ONE_CLUSTER.lock().await;
     let Some(url) = brokers::nats_url() else {
         return;
     };
@@ -606,6 +621,7 @@ async fn nats_node_killed_clients_resume_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_blacklist_reaches_every_node() {
+    let _one = ONE_CLUSTER.lock().await;
     let Some(url) = brokers::nats_url() else {
         return;
     };
@@ -614,6 +630,7 @@ async fn nats_blacklist_reaches_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_node_killed_clients_resume_elsewhere() {
+    let _one = ONE_CLUSTER.lock().await;
     let Some(b) = brokers::kafka_brokers() else {
         return;
     };
@@ -622,6 +639,7 @@ async fn kafka_node_killed_clients_resume_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_blacklist_reaches_every_node() {
+    let _one = ONE_CLUSTER.lock().await;
     let Some(b) = brokers::kafka_brokers() else {
         return;
     };

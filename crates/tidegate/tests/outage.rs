@@ -1,5 +1,6 @@
-//! Broker outage under load, with real processes: a gateway on its own JetStream server
-//! keeps publishing while the server is stopped for 30 s. The node stays up, says it
+//! Broker outage under load, with real processes: a gateway on its own broker (a
+//! JetStream server, then a tansu Kafka broker) keeps publishing while the broker is
+//! stopped for 30 s. The node stays up, says it
 //! is not ready (and why), refuses publishes it cannot make durable with 503 — never
 //! a 202 it cannot keep — and once the server is back, every acknowledged event
 //! reaches the subscriber that stayed connected through the outage.
@@ -24,6 +25,64 @@ fn free_port() -> u16 {
         .port()
 }
 
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Nats,
+    Kafka,
+}
+
+/// Starts the broker on `port` with its data in `dir` (the same dir on a restart).
+fn broker(kind: Kind, port: u16, dir: &std::path::Path) -> Option<Child> {
+    match kind {
+        Kind::Nats => nats_server(port, dir),
+        Kind::Kafka => {
+            let url = format!("tcp://127.0.0.1:{port}");
+            Command::new("tansu")
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "sqlite://tansu.db"])
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .ok()
+        }
+    }
+}
+
+/// (Re)starts the broker until it listens: a restarted tansu can fail to bind while
+/// the old socket lingers, so a child that exits is started again.
+async fn broker_listening(kind: Kind, port: u16, dir: &std::path::Path) -> Child {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut child = broker(kind, port, dir).expect("start the broker");
+        for _ in 0..50 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return child;
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{kind:?} broker did not listen on {port}"
+        );
+        let _ = child.start_kill();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn nats_server(port: u16, dir: &std::path::Path) -> Option<Child> {
     Command::new("nats-server")
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
@@ -35,19 +94,6 @@ fn nats_server(port: u16, dir: &std::path::Path) -> Option<Child> {
         .ok()
 }
 
-async fn wait_port(port: u16) {
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("nats-server did not listen on {port}");
-}
-
 async fn ready_status(internal: std::net::SocketAddr) -> (u16, String) {
     match reqwest::get(format!("http://{internal}/health/ready")).await {
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
@@ -57,18 +103,38 @@ async fn ready_status(internal: std::net::SocketAddr) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_outage_of_30s_loses_nothing_acknowledged() {
+    outage_of_30s_loses_nothing_acknowledged(Kind::Nats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_outage_of_30s_loses_nothing_acknowledged() {
+    outage_of_30s_loses_nothing_acknowledged(Kind::Kafka).await;
+}
+
+async fn outage_of_30s_loses_nothing_acknowledged(kind: Kind) {
     let store = tempfile::tempdir().unwrap();
     let port = free_port();
-    let Some(mut server) = nats_server(port, store.path()) else {
+    let Some(probe) = broker(kind, port, store.path()) else {
         assert!(
             std::env::var("TIDEGATE_TEST_BROKERS").as_deref() != Ok("required"),
-            "nats-server is required but not on PATH"
+            "the {kind:?} broker binary is required but not on PATH"
         );
-        eprintln!("SKIPPED: nats-server is not on PATH");
+        eprintln!("SKIPPED: no {kind:?} broker binary on PATH");
         return;
     };
-    wait_port(port).await;
-    let url = format!("nats://127.0.0.1:{port}");
+    drop(probe);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut server = broker_listening(kind, port, store.path()).await;
+    let (backend_env, url) = match kind {
+        Kind::Nats => (
+            [("TIDEGATE_LOG_BACKEND", "nats"), ("NATS_SERVERS", "")],
+            format!("nats://127.0.0.1:{port}"),
+        ),
+        Kind::Kafka => (
+            [("TIDEGATE_LOG_BACKEND", "kafka"), ("KAFKA_BROKERS", "")],
+            format!("127.0.0.1:{port}"),
+        ),
+    };
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_string_lossy().to_string();
     let bin = process::binary(env!("CARGO_BIN_EXE_tidegate"));
@@ -82,9 +148,10 @@ async fn nats_outage_of_30s_loses_nothing_acknowledged() {
             ("TIDEGATE_INTERNAL_TOKEN", "t"),
             ("MAX_CONNECTIONS_PER_MINUTE", "0"),
             ("TIDEGATE_LOG_DIR", &dir),
-            ("TIDEGATE_LOG_BACKEND", "nats"),
-            ("NATS_SERVERS", &url),
+            backend_env[0],
+            (backend_env[1].0, &url),
             ("TIDEGATE_NATS_SOURCE_ENABLED", "false"),
+            ("TIDEGATE_KAFKA_SOURCE_ENABLED", "false"),
             ("TIDEGATE_LOG_REQUEST_TIMEOUT_MS", "2000"),
             ("LOG_LEVEL", "warn"),
         ],
@@ -181,7 +248,10 @@ async fn nats_outage_of_30s_loses_nothing_acknowledged() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(reported, "not-ready reported within 5 s of the outage");
+    assert!(
+        reported,
+        "{kind:?}: not-ready reported within 5 s of the outage"
+    );
     tokio::time::sleep_until(outage_began + OUTAGE).await;
     let (status, _) = ready_status(node.internal).await;
     assert_eq!(status, 503, "still not ready during the outage");
@@ -196,8 +266,7 @@ async fn nats_outage_of_30s_loses_nothing_acknowledged() {
     );
 
     // The broker returns on the same port and store.
-    let _server = nats_server(port, store.path()).expect("restart nats-server");
-    wait_port(port).await;
+    let _server = broker_listening(kind, port, store.path()).await;
     let mut back = false;
     for _ in 0..300 {
         if ready_status(node.internal).await.0 == 200 {
@@ -206,9 +275,24 @@ async fn nats_outage_of_30s_loses_nothing_acknowledged() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(back, "ready again within 30 s of the broker's return");
+    assert!(
+        back,
+        "{kind:?}: ready again within 30 s of the broker's return"
+    );
     let at_return = acked.lock().unwrap().len();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let returned = tokio::time::Instant::now();
+    while acked.lock().unwrap().len() < at_return + 20 {
+        assert!(
+            returned.elapsed() < Duration::from_secs(30),
+            "{kind:?}: publishes not acknowledged again within 30 s of readiness ({} refused)",
+            refused.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "{kind:?}: publishing acknowledged again {:?} after readiness",
+        returned.elapsed()
+    );
     stop.cancel();
     publisher.await.unwrap();
     let acked = acked.lock().unwrap().clone();
@@ -233,7 +317,7 @@ async fn nats_outage_of_30s_loses_nothing_acknowledged() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{} acknowledged events never arrived, e.g. {:?}",
+            "{kind:?}: {} acknowledged events never arrived, e.g. {:?}",
             missing.len(),
             &missing[..missing.len().min(5)]
         );
