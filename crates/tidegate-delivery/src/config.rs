@@ -26,6 +26,12 @@ pub struct RouteConfig {
     pub content_types: Vec<String>,
     /// Refuse bodies that are not well-formed JSON with `400`.
     pub validate_json: bool,
+    /// JSON Schema the body must match (`422` otherwise): a file path
+    /// (relative to the working directory), or inline JSON when the string
+    /// starts with `{`. Compiled once at start-up by [`RouteConfig::compile_schema`];
+    /// implies JSON (`400` when the body is not). No remote `$ref` is ever
+    /// fetched: `http(s)://` and `file://` references fail at start-up.
+    pub json_schema: Option<String>,
     /// Requests per second per client address; 0 = unlimited. Over it: `429`.
     pub rate_per_client: f64,
     pub burst_per_client: u32,
@@ -75,6 +81,12 @@ pub struct DeliveryConfig {
     pub breaker_open_ms: u64,
     /// Forward the stored `keep_headers` to the backend.
     pub forward_headers: bool,
+    /// Per-key ordering: `header:<Name>` (the header must be in the route's
+    /// `keep_headers`) or `json:<JSON pointer>` into the body, e.g.
+    /// `json:/customerId`. Messages with the same key are delivered one at a
+    /// time in log order; messages without the key are unordered. Unset = no
+    /// ordering. See [`OrderBy`].
+    pub order_by: Option<String>,
 }
 
 impl Default for RouteConfig {
@@ -87,6 +99,7 @@ impl Default for RouteConfig {
             max_body_bytes: 256 << 10,
             content_types: Vec::new(),
             validate_json: false,
+            json_schema: None,
             rate_per_client: 0.0,
             burst_per_client: 20,
             ack_status: 202,
@@ -117,6 +130,7 @@ impl Default for DeliveryConfig {
             breaker_failures: 5,
             breaker_open_ms: 5_000,
             forward_headers: true,
+            order_by: None,
         }
     }
 }
@@ -178,6 +192,13 @@ impl RouteConfig {
         if self.max_body_bytes == 0 {
             return err("max_body_bytes", "must be at least 1");
         }
+        if self
+            .json_schema
+            .as_deref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
+            return err("json_schema", "must be a file path or inline JSON");
+        }
         if !(self.rate_per_client >= 0.0 && self.rate_per_client.is_finite()) {
             return err("rate_per_client", "must be a finite number >= 0");
         }
@@ -222,7 +243,47 @@ impl RouteConfig {
                 "timeout_ms, breaker_failures and breaker_open_ms must be at least 1",
             );
         }
+        if let Some(o) = &d.order_by {
+            match OrderBy::parse(o) {
+                Err(msg) => return err("delivery.order_by", msg),
+                Ok(OrderBy::Header(h))
+                    if !self.keep_headers.iter().any(|k| k.eq_ignore_ascii_case(&h)) =>
+                {
+                    return err(
+                        "delivery.order_by",
+                        "the header must be listed in keep_headers (only kept headers are stored)",
+                    );
+                }
+                Ok(_) => {}
+            }
+        }
         Ok(())
+    }
+}
+
+impl RouteConfig {
+    /// Loads and compiles the route's `json_schema`, if it has one; the error
+    /// is `(setting, message)` like [`RouteConfig::validate`]'s. The draft is
+    /// the schema's `$schema` (default 2020-12) and the schema itself is
+    /// checked against its meta-schema. Remote and file `$ref`s are not
+    /// resolved (jsonschema is built without its resolvers): they are errors.
+    pub fn compile_schema(&self) -> Result<Option<jsonschema::Validator>, (String, String)> {
+        let Some(source) = self.json_schema.as_deref() else {
+            return Ok(None);
+        };
+        let at = format!("routes.{}.json_schema", self.name);
+        let (text, origin) = if source.trim_start().starts_with('{') {
+            (source.to_string(), "the inline schema".to_string())
+        } else {
+            let text = std::fs::read_to_string(source)
+                .map_err(|e| (at.clone(), format!("cannot read `{source}`: {e}")))?;
+            (text, format!("`{source}`"))
+        };
+        let schema: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| (at.clone(), format!("{origin} is not valid JSON: {e}")))?;
+        jsonschema::validator_for(&schema)
+            .map(Some)
+            .map_err(|e| (at, format!("{origin} is not a valid JSON Schema: {e}")))
     }
 }
 
@@ -250,6 +311,40 @@ pub fn validate_routes(routes: &[RouteConfig]) -> Result<(), (String, String)> {
         }
     }
     Ok(())
+}
+
+/// Where a route's ordering key comes from (`delivery.order_by`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderBy {
+    /// `header:<Name>`: the value of a kept request header; the name is stored
+    /// lower-case, as the envelope stores header names.
+    Header(String),
+    /// `json:<pointer>`: the value at an RFC 6901 JSON pointer into the body.
+    Json(String),
+}
+
+impl OrderBy {
+    /// Parses `header:<Name>` or `json:</pointer>`.
+    pub fn parse(s: &str) -> Result<OrderBy, &'static str> {
+        if let Some(name) = s.strip_prefix("header:") {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err("header:<Name> needs a header name (letters, digits and -)");
+            }
+            Ok(OrderBy::Header(name.to_ascii_lowercase()))
+        } else if let Some(ptr) = s.strip_prefix("json:") {
+            // RFC 6901: `/`-separated tokens; `~` only as `~0` (~) or `~1` (/).
+            let escapes_ok = ptr
+                .split('~')
+                .skip(1)
+                .all(|rest| rest.starts_with('0') || rest.starts_with('1'));
+            if !ptr.starts_with('/') || !escapes_ok {
+                return Err("json:<pointer> needs a JSON pointer starting with / (e.g. json:/customerId; ~ only as ~0 or ~1)");
+            }
+            Ok(OrderBy::Json(ptr.to_string()))
+        } else {
+            Err("must be header:<Name> or json:<JSON pointer>")
+        }
+    }
 }
 
 /// The method, if it is one reqwest and axum both accept.
@@ -297,5 +392,114 @@ mod tests {
         assert!(r.validate().unwrap_err().0.ends_with("delivery.backends"));
         let e = validate_routes(&[route("a", "/x"), route("b", "/x")]).unwrap_err();
         assert!(e.1.contains("twice"), "{e:?}");
+        let mut r = route("a", "/x");
+        r.json_schema = Some("  ".into());
+        assert_eq!(r.validate().unwrap_err().0, "routes.a.json_schema");
+    }
+
+    #[test]
+    fn json_schema_inline_and_from_a_file() {
+        let mut r: RouteConfig = serde_json::from_value(serde_json::json!({
+            "name": "leads",
+            "path": "/leads",
+            "json_schema": r#"{"type": "object", "required": ["email"]}"#,
+        }))
+        .unwrap();
+        r.validate().unwrap();
+        let v = r.compile_schema().unwrap().unwrap();
+        assert!(v.is_valid(&serde_json::json!({"email": "a@b.c"})));
+        assert!(!v.is_valid(&serde_json::json!({"name": "ada"})));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lead.schema.json");
+        std::fs::write(
+            &path,
+            r#"{"type": "object", "properties": {"age": {"type": "integer"}}}"#,
+        )
+        .unwrap();
+        r.json_schema = Some(path.to_string_lossy().into_owned());
+        let v = r.compile_schema().unwrap().unwrap();
+        assert!(v.is_valid(&serde_json::json!({"age": 3})));
+        assert!(!v.is_valid(&serde_json::json!({"age": "3"})));
+
+        r.json_schema = None;
+        assert!(r.compile_schema().unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_json_schemas_name_the_setting() {
+        let mut r = route("leads", "/leads");
+        for (schema, says) in [
+            // Not JSON.
+            ("{\"type\": ", "is not valid JSON"),
+            // JSON, but not a schema.
+            (r#"{"type": "no-such-type"}"#, "is not a valid JSON Schema"),
+            (r#"{"minLength": -1}"#, "is not a valid JSON Schema"),
+            // Remote references are never fetched.
+            (
+                r#"{"$ref": "https://example.com/schemas/lead.json"}"#,
+                "is not a valid JSON Schema",
+            ),
+            // A file that does not exist.
+            ("/nonexistent/tidegate/lead.schema.json", "cannot read"),
+        ] {
+            r.json_schema = Some(schema.into());
+            let (at, msg) = r.compile_schema().unwrap_err();
+            assert_eq!(at, "routes.leads.json_schema", "{schema}");
+            assert!(msg.contains(says), "{schema}: {msg}");
+        }
+    }
+
+    #[test]
+    fn order_by_is_parsed_and_validated() {
+        assert_eq!(
+            OrderBy::parse("header:X-Customer"),
+            Ok(OrderBy::Header("x-customer".into()))
+        );
+        assert_eq!(
+            OrderBy::parse("json:/customer/id"),
+            Ok(OrderBy::Json("/customer/id".into()))
+        );
+        assert_eq!(
+            OrderBy::parse("json:/a~1b/c~0d"),
+            Ok(OrderBy::Json("/a~1b/c~0d".into()))
+        );
+        for bad in [
+            "",
+            "header:",
+            "header:X Y",
+            "json:",
+            "json:customerId",
+            "json:/a~2",
+            "json:/a~",
+            "body:/x",
+            "Header:X",
+        ] {
+            assert!(OrderBy::parse(bad).is_err(), "{bad:?} accepted");
+        }
+
+        let mut r = route("a", "/x");
+        r.delivery.order_by = Some("json:/customerId".into());
+        r.validate().unwrap();
+        r.delivery.order_by = Some("json:customerId".into());
+        let e = r.validate().unwrap_err();
+        assert_eq!(e.0, "routes.a.delivery.order_by");
+        r.delivery.order_by = Some("header:X-Tenant".into());
+        let e = r.validate().unwrap_err();
+        assert!(e.1.contains("keep_headers"), "{e:?}");
+        r.keep_headers = vec!["x-tenant".into()];
+        r.validate().unwrap();
+        r.delivery.order_by = Some("header:".into());
+        assert_eq!(r.validate().unwrap_err().0, "routes.a.delivery.order_by");
+    }
+
+    #[test]
+    fn order_by_deserializes() {
+        let r: RouteConfig = serde_json::from_value(serde_json::json!({
+            "name": "a", "path": "/x", "delivery": {"order_by": "json:/k"}
+        }))
+        .unwrap();
+        assert_eq!(r.delivery.order_by.as_deref(), Some("json:/k"));
+        assert_eq!(RouteConfig::default().delivery.order_by, None);
     }
 }

@@ -141,6 +141,9 @@ pub struct Route {
     pub dlq_stream: String,
     pub stats: Stats,
     pub backends: Vec<Backend>,
+    /// The compiled `json_schema`, if the route has one (compiled once in
+    /// [`Delivery::open`]; validation takes no lock).
+    schema: Option<jsonschema::Validator>,
     /// Live dead letters by DLQ offset.
     dlq: Mutex<BTreeMap<u64, DeadLetterInfo>>,
     /// Serializes replay / delete so a dead letter is replayed once.
@@ -151,6 +154,68 @@ impl Route {
     pub fn name(&self) -> &str {
         &self.config.name
     }
+
+    /// Whether the route validates bodies against a JSON Schema.
+    pub fn has_schema(&self) -> bool {
+        self.schema.is_some()
+    }
+
+    /// Checks a JSON body against the route's schema (always `Ok` without
+    /// one). The error holds at most [`MAX_VIOLATIONS`] violations, each
+    /// message cut to [`MAX_VIOLATION_MESSAGE`] bytes, and whether there were
+    /// more.
+    pub fn check_schema(&self, body: &serde_json::Value) -> Result<(), SchemaViolations> {
+        let Some(schema) = &self.schema else {
+            return Ok(());
+        };
+        if schema.is_valid(body) {
+            return Ok(());
+        }
+        let mut violations: Vec<Violation> = schema
+            .iter_errors(body)
+            .take(MAX_VIOLATIONS + 1)
+            .map(|e| Violation {
+                path: e.instance_path().to_string(),
+                message: truncate(e.to_string(), MAX_VIOLATION_MESSAGE),
+            })
+            .collect();
+        let more = violations.len() > MAX_VIOLATIONS;
+        violations.truncate(MAX_VIOLATIONS);
+        Err(SchemaViolations { violations, more })
+    }
+}
+
+/// Violations reported for one body at most.
+pub const MAX_VIOLATIONS: usize = 20;
+/// Longest violation message, in bytes (longer ones end with `…`).
+pub const MAX_VIOLATION_MESSAGE: usize = 200;
+
+/// One reason a body does not match its route's JSON Schema.
+#[derive(Debug, Clone, Serialize)]
+pub struct Violation {
+    /// JSON Pointer into the body (`""` = the whole body).
+    pub path: String,
+    pub message: String,
+}
+
+/// Why a body does not match its route's JSON Schema.
+#[derive(Debug, Clone)]
+pub struct SchemaViolations {
+    pub violations: Vec<Violation>,
+    /// More violations than [`MAX_VIOLATIONS`] were found.
+    pub more: bool,
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
 }
 
 /// Status of a route, as `GET /v3/routes/{name}` shows it.
@@ -219,8 +284,14 @@ impl Delivery {
         configs: Vec<RouteConfig>,
     ) -> Result<Arc<Delivery>, DeliveryError> {
         config::validate_routes(&configs).map_err(|(k, m)| DeliveryError::Config(k, m))?;
+        // Every schema compiles before any stream is created.
+        let schemas = configs
+            .iter()
+            .map(RouteConfig::compile_schema)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|(k, m)| DeliveryError::Config(k, m))?;
         let mut routes = Vec::with_capacity(configs.len());
-        for config in configs {
+        for (config, schema) in configs.into_iter().zip(schemas) {
             let stream = config.stream().to_string();
             let dlq_stream = config.dlq_stream();
             log.ensure_stream(&stream).await?;
@@ -247,6 +318,7 @@ impl Delivery {
             let route = Route {
                 stats: Stats::default(),
                 backends,
+                schema,
                 dlq: Mutex::new(load_dlq(log.as_ref(), &dlq_stream).await?),
                 dlq_ops: tokio::sync::Mutex::new(()),
                 config,
@@ -731,5 +803,63 @@ async fn supervise(log: Arc<dyn EventLog>, route: Arc<Route>, shutdown: Cancella
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route_with_schema(schema: &str) -> Route {
+        let config = RouteConfig {
+            name: "leads".into(),
+            path: "/leads".into(),
+            json_schema: Some(schema.into()),
+            ..Default::default()
+        };
+        Route {
+            schema: config.compile_schema().unwrap(),
+            stream: config.stream().into(),
+            dlq_stream: config.dlq_stream(),
+            config,
+            stats: Stats::default(),
+            backends: Vec::new(),
+            dlq: Mutex::new(BTreeMap::new()),
+            dlq_ops: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    #[test]
+    fn schema_violations_are_pointed_and_bounded() {
+        let r = route_with_schema(
+            r#"{"type": "object", "required": ["email"],
+                "properties": {"email": {"type": "string"}},
+                "additionalProperties": {"type": "integer"}}"#,
+        );
+        assert!(r.has_schema());
+        r.check_schema(&serde_json::json!({"email": "a@b.c", "n": 1}))
+            .unwrap();
+        let e = r
+            .check_schema(&serde_json::json!({"email": 5}))
+            .unwrap_err();
+        assert_eq!(e.violations.len(), 1, "{e:?}");
+        assert_eq!(e.violations[0].path, "/email");
+        assert!(!e.more);
+
+        let mut body = serde_json::Map::new();
+        body.insert("email".into(), "a@b.c".into());
+        for i in 0..50 {
+            body.insert(format!("k{i}"), "é".repeat(500).into());
+        }
+        let e = r.check_schema(&body.into()).unwrap_err();
+        assert_eq!(e.violations.len(), MAX_VIOLATIONS);
+        assert!(e.more);
+        for v in &e.violations {
+            assert!(v.message.len() <= MAX_VIOLATION_MESSAGE + '…'.len_utf8());
+            assert!(v.message.ends_with('…'), "{v:?}");
+        }
+
+        let none = RouteConfig::default();
+        assert!(none.compile_schema().unwrap().is_none());
     }
 }

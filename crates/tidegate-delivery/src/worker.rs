@@ -13,8 +13,17 @@
 //! timeouts, 408, 429 and 5xx; a `Retry-After` on 429/503 is honoured (capped)
 //! and does not use up an attempt — it means "slow down", not "failed". Other
 //! 4xx go to the DLQ at once; the rest after `max_attempts` or `max_age_secs`.
-//! No per-key ordering: messages of one route are delivered concurrently.
-use std::collections::{BTreeSet, HashMap};
+//!
+//! Ordering: without `delivery.order_by` messages are delivered concurrently in
+//! any order. With it, each message's key is taken from a kept header or a JSON
+//! pointer into the body, and a message's task is only started once every
+//! earlier message with the same key is finished (delivered or dead-lettered),
+//! so one key has at most one message in flight — retries included — and its
+//! messages reach the backend in log order. Messages waiting for their key are
+//! held by the dispatcher and count against the window, so a hot key cannot
+//! make the worker read ahead unboundedly. Messages without a key, and
+//! messages with different keys, run concurrently.
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -29,6 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::config::OrderBy;
 use crate::envelope::{DeadLetter, Envelope};
 use crate::{now_ms, store_dead_letter, DeliveryError, Route, CONSUMER};
 
@@ -65,6 +75,76 @@ struct Ctx {
     pause: Mutex<Instant>,
     /// Round-robin start over the backends.
     next_backend: std::sync::atomic::AtomicUsize,
+    /// Where the per-key ordering key comes from, if the route orders.
+    order_by: Option<OrderBy>,
+}
+
+/// The ordering key of a stored message, or `None` when it has none (the
+/// header is absent, the body is not JSON, the pointer is missing or `null`)
+/// and is delivered unordered. A JSON key is the value's compact JSON text, so
+/// `"1"` and `1` are different keys.
+fn order_key(order_by: &OrderBy, env: &Envelope) -> Option<Vec<u8>> {
+    match order_by {
+        OrderBy::Header(name) => env
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_vec()),
+        OrderBy::Json(pointer) => {
+            let body: serde_json::Value = serde_json::from_slice(&env.body).ok()?;
+            match body.pointer(pointer)? {
+                serde_json::Value::Null => None,
+                v => serde_json::to_vec(v).ok(),
+            }
+        }
+    }
+}
+
+/// Messages waiting for their key: a key has an entry while one of its
+/// messages is running, holding the later ones in log order. Every message
+/// here is also in the window, so this is bounded by it; empty entries are removed.
+struct KeyQueues<T> {
+    busy: HashMap<Vec<u8>, VecDeque<T>>,
+}
+
+impl<T> KeyQueues<T> {
+    fn new() -> Self {
+        KeyQueues {
+            busy: HashMap::new(),
+        }
+    }
+
+    /// A message of `key` was read: returns it when it may start now, or holds
+    /// it behind the key's running message.
+    fn admit(&mut self, key: Vec<u8>, msg: T) -> Option<T> {
+        match self.busy.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                e.get_mut().push_back(msg);
+                None
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(VecDeque::new());
+                Some(msg)
+            }
+        }
+    }
+
+    /// The running message of `key` finished: returns the next one to start,
+    /// or frees the key.
+    fn finish(&mut self, key: &[u8]) -> Option<T> {
+        let queue = self.busy.get_mut(key)?;
+        let next = queue.pop_front();
+        if next.is_none() {
+            self.busy.remove(key);
+        }
+        next
+    }
+
+    /// Messages held back (not running).
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.busy.values().map(VecDeque::len).sum()
+    }
 }
 
 pub struct Worker {
@@ -118,6 +198,10 @@ impl Worker {
         .map_err(|e| config_error(&route, e))?
         .with_max_retry_after(max_retry_after);
         let max_age = Some(Duration::from_secs(d.max_age_secs)).filter(|a| !a.is_zero());
+        let order_by = match &d.order_by {
+            Some(o) => Some(OrderBy::parse(o).map_err(|e| config_error(&route, e))?),
+            None => None,
+        };
         Ok(Worker {
             ctx: Arc::new(Ctx {
                 log,
@@ -132,6 +216,7 @@ impl Worker {
                 max_age,
                 pause: Mutex::new(Instant::now()),
                 next_backend: Default::default(),
+                order_by,
             }),
         })
     }
@@ -169,7 +254,9 @@ impl Worker {
         let mut committed = start;
         let mut pending: BTreeSet<u64> = BTreeSet::new();
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let mut records: HashMap<tokio::task::Id, Record> = HashMap::new();
+        // Running tasks: their message and its ordering key.
+        let mut records: HashMap<tokio::task::Id, (Record, Option<Vec<u8>>)> = HashMap::new();
+        let mut keys: KeyQueues<Record> = KeyQueues::new();
         let mut tick = tokio::time::interval(COMMIT_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut read_error_wait = Duration::from_millis(50);
@@ -188,8 +275,19 @@ impl Worker {
                         for rec in batch {
                             next_read = rec.offset + 1;
                             pending.insert(rec.offset);
-                            let h = tasks.spawn(deliver(ctx.clone(), rec.clone()));
-                            records.insert(h.id(), rec);
+                            // An unreadable envelope has no key: its task dead-letters it.
+                            let key = ctx.order_by.as_ref().and_then(|o| {
+                                let env = Envelope::decode(rec.payload.clone()).ok()?;
+                                order_key(o, &env)
+                            });
+                            let start = match &key {
+                                Some(k) => keys.admit(k.clone(), rec),
+                                None => Some(rec),
+                            };
+                            if let Some(rec) = start {
+                                let h = tasks.spawn(deliver(ctx.clone(), rec.clone()));
+                                records.insert(h.id(), (rec, key));
+                            }
                         }
                         route
                             .stats
@@ -215,18 +313,26 @@ impl Worker {
                         Ok((id, ())) => (id, Ok(())),
                         Err(e) => (e.id(), Err(e)),
                     };
-                    let Some(rec) = records.remove(&id) else { continue };
+                    let Some((rec, key)) = records.remove(&id) else { continue };
                     match outcome {
                         Ok(()) => {
                             pending.remove(&rec.offset);
                             route.stats.in_flight.store(pending.len(), Ordering::Relaxed);
+                            // Delivered or dead-lettered: the key's next message may go.
+                            if let Some(k) = key {
+                                if let Some(next) = keys.finish(&k) {
+                                    let h = tasks.spawn(deliver(ctx.clone(), next.clone()));
+                                    records.insert(h.id(), (next, Some(k)));
+                                }
+                            }
                         }
                         Err(e) => {
                             // A bug, not a backend problem: try the message again rather
-                            // than blocking the committed position forever.
+                            // than blocking the committed position forever. Its key stays
+                            // busy, so the order holds.
                             warn!(route = %name, offset = rec.offset, error = %e, "Delivery task failed; restarting it");
                             let h = tasks.spawn(deliver(ctx.clone(), rec.clone()));
-                            records.insert(h.id(), rec);
+                            records.insert(h.id(), (rec, key));
                         }
                     }
                 }
@@ -243,7 +349,8 @@ impl Worker {
         tasks.abort_all();
         while tasks.join_next_with_id().await.is_some() {}
         // Finished tasks that were not yet reaped were aborted after completing:
-        // they stay pending and are redelivered (at-least-once).
+        // they stay pending and are redelivered (at-least-once), as do the messages
+        // held back for their key.
         commit(&ctx, &pending, next_read, committed).await;
         route.stats.in_flight.store(0, Ordering::Relaxed);
         info!(route = %name, "Delivery worker stopped");
@@ -464,4 +571,80 @@ async fn dead_letter(
         envelope: rec.payload.clone(),
     };
     store_dead_letter(ctx.log.as_ref(), &ctx.route, d).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn env(headers: &[(&str, &str)], body: &str) -> Envelope {
+        Envelope {
+            id: "m".into(),
+            received_ms: 0,
+            method: "POST".into(),
+            path: "/x".into(),
+            query: String::new(),
+            client: String::new(),
+            content_type: "application/json".into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), Bytes::from(v.to_string())))
+                .collect(),
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    #[test]
+    fn header_keys() {
+        let o = OrderBy::parse("header:X-Customer").unwrap();
+        let e = env(&[("x-tenant", "t"), ("x-customer", "c1")], "");
+        assert_eq!(order_key(&o, &e), Some(b"c1".to_vec()));
+        assert_eq!(order_key(&o, &env(&[("x-tenant", "t")], "{}")), None);
+        assert_eq!(
+            order_key(&o, &env(&[("x-customer", "")], "")),
+            Some(Vec::new())
+        );
+    }
+
+    #[test]
+    fn json_keys() {
+        let o = OrderBy::parse("json:/customer/id").unwrap();
+        let k = |body: &str| order_key(&o, &env(&[], body));
+        assert_eq!(k(r#"{"customer":{"id":"c1"}}"#), Some(br#""c1""#.to_vec()));
+        assert_eq!(k(r#"{"customer":{"id":7}}"#), Some(b"7".to_vec()));
+        assert_ne!(
+            k(r#"{"customer":{"id":"7"}}"#),
+            k(r#"{"customer":{"id":7}}"#)
+        );
+        assert_eq!(k(r#"{"customer":{"id":null}}"#), None);
+        assert_eq!(k(r#"{"customer":{}}"#), None);
+        assert_eq!(k(r#"{"customer":"c1"}"#), None);
+        assert_eq!(k("not json"), None);
+        assert_eq!(k(""), None);
+        let o = OrderBy::parse("json:/a~1b").unwrap();
+        assert_eq!(
+            order_key(&o, &env(&[], r#"{"a/b":"x"}"#)),
+            Some(br#""x""#.to_vec())
+        );
+    }
+
+    #[test]
+    fn key_queues_run_one_per_key_in_order() {
+        let mut q = KeyQueues::new();
+        assert_eq!(q.admit(b"a".to_vec(), 0), Some(0));
+        assert_eq!(q.admit(b"b".to_vec(), 1), Some(1));
+        assert_eq!(q.admit(b"a".to_vec(), 2), None);
+        assert_eq!(q.admit(b"a".to_vec(), 3), None);
+        assert_eq!(q.waiting(), 2);
+        assert_eq!(q.finish(b"b"), None);
+        assert!(!q.busy.contains_key(b"b".as_slice()));
+        assert_eq!(q.finish(b"a"), Some(2));
+        assert_eq!(q.admit(b"b".to_vec(), 4), Some(4));
+        assert_eq!(q.finish(b"a"), Some(3));
+        assert_eq!(q.finish(b"a"), None);
+        assert_eq!(q.finish(b"b"), None);
+        assert!(q.busy.is_empty());
+        assert_eq!(q.finish(b"never"), None);
+    }
 }

@@ -2,7 +2,8 @@
 //! API on the internal port.
 //!
 //! An ingestion request is checked (client rate, content type, body size,
-//! optionally JSON well-formedness), wrapped in an [`Envelope`] with a fresh
+//! optionally JSON well-formedness and a JSON Schema: `422` with the
+//! violations), wrapped in an [`Envelope`] with a fresh
 //! UUID v7 message id, appended to the route's stream under the log's
 //! durability, and acknowledged with the route's status and body. An
 //! `Idempotency-Key` header becomes the record's dedup key: a retry within the
@@ -22,7 +23,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use tidegate_delivery::{Delivery, DeliveryError, Envelope, Route};
+use tidegate_delivery::{Delivery, DeliveryError, Envelope, Route, SchemaViolations};
 use tidegate_flow::rate::KeyedGcra;
 use tidegate_log::{AppendRecord, Appended};
 
@@ -190,12 +191,19 @@ async fn accept(state: &SharedState, r: &IngestRoute, req: Request) -> ApiResult
             return Err(ApiError::bad_request(format!("cannot read the body: {e}")));
         }
     };
-    if c.validate_json {
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-            return Err(ApiError::bad_request(format!(
-                "body is not valid JSON: {e}"
-            )));
+    let not_json =
+        |e: serde_json::Error| ApiError::bad_request(format!("body is not valid JSON: {e}"));
+    if r.route.has_schema() {
+        let value = serde_json::from_slice::<serde_json::Value>(&body).map_err(not_json)?;
+        if let Err(v) = r.route.check_schema(&value) {
+            r.route
+                .stats
+                .ingest_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(schema_rejection(&c.name, v));
         }
+    } else if c.validate_json {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(not_json)?;
     }
     let dedup_key = match parts.headers.get("idempotency-key") {
         Some(v) if v.is_empty() || v.len() > MAX_IDEMPOTENCY_KEY => {
@@ -268,6 +276,23 @@ async fn accept(state: &SharedState, r: &IngestRoute, req: Request) -> ApiResult
         }
         None => Err(ApiError::unavailable("message could not be stored", 1)),
     }
+}
+
+/// `422` with the violations as JSON (counted as rejected by the caller).
+fn schema_rejection(route: &str, v: SchemaViolations) -> Response {
+    let error = if v.more {
+        format!(
+            "body does not match the JSON Schema of route `{route}` (first {} violations)",
+            v.violations.len()
+        )
+    } else {
+        format!("body does not match the JSON Schema of route `{route}`")
+    };
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(serde_json::json!({ "error": error, "violations": v.violations })),
+    )
+        .into_response()
 }
 
 fn now_ms() -> u64 {

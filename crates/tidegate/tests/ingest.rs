@@ -754,3 +754,135 @@ backoff_cap_ms = 500
         let _ = child.wait();
     }
 }
+
+#[tokio::test]
+async fn json_schema_refuses_invalid_bodies_with_422_and_stores_nothing() {
+    let (backend, url) = start_backend().await;
+    let schemas = tempfile::tempdir().unwrap();
+    let schema = schemas.path().join("lead.schema.json");
+    std::fs::write(
+        &schema,
+        r#"{
+  "type": "object",
+  "required": ["email"],
+  "properties": {
+    "email": {"type": "string", "minLength": 3},
+    "age": {"type": "integer", "minimum": 0}
+  }
+}"#,
+    )
+    .unwrap();
+    // No `validate_json`: the schema implies JSON.
+    let gw = Gw::start(&format!(
+        r#"
+[[routes]]
+name = "leads"
+path = "/leads"
+json_schema = "{}"
+
+[routes.delivery]
+backends = ["{url}"]
+backoff_base_ms = 20
+backoff_cap_ms = 200
+"#,
+        schema.display()
+    ))
+    .await;
+
+    let (s, headers, b) = gw
+        .post(
+            "/leads",
+            "application/json",
+            r#"{"email": 5, "age": "x"}"#,
+            None,
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"),
+        "{headers:?}"
+    );
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("JSON Schema"), "{v}");
+    let mut paths: Vec<&str> = v["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["path"].as_str().unwrap())
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(paths, ["/age", "/email"], "{v}");
+    assert!(v["violations"][0]["message"].as_str().is_some(), "{v}");
+
+    let (s, _, b) = gw
+        .post("/leads", "application/json", r#"{"age": 3}"#, Some("k-1"))
+        .await;
+    assert_eq!(s, 422, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["violations"][0]["path"], "", "{v}");
+    assert!(
+        v["violations"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("email"),
+        "{v}"
+    );
+    // Not JSON at all: the usual 400.
+    let (s, _, b) = gw.post("/leads", "application/json", "{nope", None).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("not valid JSON"), "{b}");
+
+    // A valid body is stored, acknowledged and delivered; only it.
+    let valid = r#"{"email": "ada@example.com", "age": 36}"#;
+    let (s, _, b) = gw
+        .post("/leads", "application/json", valid, Some("k-1"))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = id_of(&b);
+    wait_for("the delivery", Duration::from_secs(10), || {
+        backend.ok().len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = backend.log.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].body, valid);
+    assert_eq!(got[0].key, id);
+    let st = gw.status("leads").await;
+    assert_eq!(st["next"], 1, "only the valid body is stored: {st}");
+    assert_eq!(st["ingested"], 1, "{st}");
+    assert_eq!(st["ingest_rejected"], 3, "{st}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_invalid_json_schema_fails_start_up_naming_the_setting() {
+    for schema in [
+        r#"'{"type": "no-such-type"}'"#,
+        r#"'{"$ref": "https://example.com/lead.schema.json"}'"#,
+        r#""/nonexistent/lead.schema.json""#,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = tidegate::config::Config::from_toml(&format!(
+            "[[routes]]\nname = \"leads\"\npath = \"/leads\"\njson_schema = {schema}\n"
+        ))
+        .unwrap();
+        cfg.inbound.host = "127.0.0.1".into();
+        cfg.inbound.port = 0;
+        cfg.internal.port = 0;
+        cfg.internal.token = Some("t".into());
+        cfg.log.dir = dir.path().to_path_buf();
+        cfg.validate().unwrap();
+        let err = match tidegate::start(cfg, None).await {
+            Ok(running) => {
+                running.shutdown().await;
+                panic!("{schema}: started");
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains("routes.leads.json_schema"), "{schema}: {err}");
+    }
+}
