@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod tls;
+mod h1stream;
 
 use anyhow::Context;
 use std::collections::HashSet;

@@ -27,6 +27,8 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use crate::h1stream;
+
 /// A client must complete the TLS handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client must send a whole request head within this (slowloris).
@@ -136,6 +138,15 @@ async fn serve_io<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Event streams are served without hyper (its buffers would live as long as the
+    // stream); everything else, with the bytes read so far, goes to hyper.
+    let io = match h1stream::sniff(io, opts.max_header_bytes.max(8192), HEADER_READ_TIMEOUT).await {
+        h1stream::Sniffed::Stream(req, io) => {
+            return h1stream::serve(req, io, remote, router, shutdown).await;
+        }
+        h1stream::Sniffed::Other(io) => io,
+        h1stream::Sniffed::Gone => return,
+    };
     let service = router.map_request(move |req: Request<Incoming>| {
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(remote));

@@ -59,7 +59,11 @@ impl Cluster {
             ("JWT_SECRET_KEY", tidegate_testkit::jwt::SECRET),
             ("TIDEGATE_KAFKA_SOURCE_ENABLED", "false"),
             ("TIDEGATE_NATS_SOURCE_ENABLED", "false"),
-            ("LOG_LEVEL", "warn"),
+            // Lease and delivery hand-overs are what a failure needs explained.
+            (
+                "LOG_LEVEL",
+                "warn,tidegate_delivery=info,tidegate_log_kafka=info,tidegate_log_nats=info",
+            ),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -153,7 +153,10 @@ async fn outage_of_30s_loses_nothing_acknowledged(kind: Kind) {
             ("TIDEGATE_NATS_SOURCE_ENABLED", "false"),
             ("TIDEGATE_KAFKA_SOURCE_ENABLED", "false"),
             ("TIDEGATE_LOG_REQUEST_TIMEOUT_MS", "2000"),
-            ("LOG_LEVEL", "warn"),
+            (
+                "LOG_LEVEL",
+                "warn,tidegate_log_kafka=info,tidegate_log_nats=info",
+            ),
         ],
         Duration::from_secs(60),
     )
@@ -200,6 +203,7 @@ async fn outage_of_30s_loses_nothing_acknowledged(kind: Kind) {
                 let id = format!("o{i}");
                 i += 1;
                 let ev = json!({"specversion":"1.0","id":id,"source":"/outage","type":"outage"});
+                let sent = std::time::Instant::now();
                 match http
                     .post(format!("{base}/_rig/v1/events"))
                     .json(&ev)
@@ -215,7 +219,10 @@ async fn outage_of_30s_loses_nothing_acknowledged(kind: Kind) {
                             .map(str::to_owned);
                         refused.lock().unwrap().push((r.status().as_u16(), retry));
                     }
-                    Err(e) => panic!("the node stopped answering publishes: {e}"),
+                    Err(e) => panic!(
+                        "the node stopped answering publishes ({:?} after sending {id}): {e:?}",
+                        sent.elapsed()
+                    ),
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
