@@ -65,6 +65,17 @@ _brokers_nats() {
 
 _brokers_tansu() {
   TIDEGATE_TEST_KAFKA_BROKERS=127.0.0.1:9092
+  local pidfile="$_brokers_dir/tansu/pid" logfile="$_brokers_dir/tansu/tansu.log"
+  # Our own tansu whose storage task panicked still listens but fails every request:
+  # replace it (with fresh storage) instead of reusing it.
+  if [ -f "$pidfile" ] && grep -q "panicked" "$logfile" 2>/dev/null \
+      && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    _brokers_log "our tansu on 9092 had a storage panic (see $logfile); restarting it"
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+    for _ in $(seq 1 50); do _brokers_answers 9092 || break; sleep 0.1; done
+    mv -f "$logfile" "$logfile.panicked" 2>/dev/null || true
+    rm -f "$_brokers_dir"/tansu/tansu.db*
+  fi
   if _brokers_answers 9092; then
     return 0
   fi
