@@ -39,7 +39,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// What the first bytes of a connection turned out to be.
 pub enum Sniffed<I> {
     /// An SSE request, parsed; the socket is positioned after its head.
-    Stream(Request<Body>, I),
+    Stream(Box<Request<Body>>, I),
     /// Anything else: the socket with the bytes already read in front.
     Other(Rewind<I>),
     /// The client went away (or sent nothing in time) before a whole head.
@@ -49,7 +49,7 @@ pub enum Sniffed<I> {
 enum Verdict {
     NeedMore,
     Other,
-    Stream(Request<Body>),
+    Stream(Box<Request<Body>>),
 }
 
 /// Reads just enough of the first request to tell whether it is ours.
@@ -109,7 +109,7 @@ fn classify(buf: &[u8]) -> Verdict {
         return Verdict::Other;
     }
     match build(&parsed) {
-        Some(req) => Verdict::Stream(req),
+        Some(req) => Verdict::Stream(Box::new(req)),
         None => Verdict::Other,
     }
 }
@@ -152,7 +152,7 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Option<Request<Body>> {
 ///
 /// [`StallGuard`]: tidegate_edge::net::StallGuard
 pub async fn serve<I>(
-    mut req: Request<Body>,
+    req: Box<Request<Body>>,
     mut io: I,
     remote: SocketAddr,
     router: Router,
@@ -160,6 +160,7 @@ pub async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut req = *req;
     let version = req.version();
     req.extensions_mut().insert(ConnectInfo(remote));
     let Ok(resp) = router.oneshot(req).await;

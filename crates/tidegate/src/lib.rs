@@ -5,8 +5,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
-pub mod tls;
 mod h1stream;
+pub mod tls;
 
 use anyhow::Context;
 use std::collections::HashSet;

@@ -111,12 +111,13 @@ pub async fn serve(
         let router = router.clone();
         let sd = shutdown.clone();
         let tls = tls.clone();
+        let tracker = conns.clone();
         conns.spawn(async move {
             match tls {
-                None => serve_io(tcp, remote, router, opts, sd).await,
+                None => serve_io(tcp, remote, router, opts, sd, tracker).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_io(stream, remote, router, opts, sd).await,
+                        Ok(Ok(stream)) => serve_io(stream, remote, router, opts, sd, tracker).await,
                         Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%remote, "TLS handshake timed out"),
                     }
@@ -135,6 +136,7 @@ async fn serve_io<I>(
     router: Router,
     opts: ServeOptions,
     shutdown: CancellationToken,
+    conns: TaskTracker,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -142,7 +144,10 @@ async fn serve_io<I>(
     // stream); everything else, with the bytes read so far, goes to hyper.
     let io = match h1stream::sniff(io, opts.max_header_bytes.max(8192), HEADER_READ_TIMEOUT).await {
         h1stream::Sniffed::Stream(req, io) => {
-            return h1stream::serve(req, io, remote, router, shutdown).await;
+            // A task of its own (~1.5 KiB): this one is sized for the largest state of
+            // any connection (TLS handshake, hyper) and would live as long as the stream.
+            conns.spawn(h1stream::serve(req, io, remote, router, shutdown));
+            return;
         }
         h1stream::Sniffed::Other(io) => io,
         h1stream::Sniffed::Gone => return,
