@@ -60,6 +60,24 @@ impl Cursor {
         URL_SAFE_NO_PAD.encode(buf)
     }
 
+    /// `Cursor::single(epoch, offset).encode()` appended to `out`, without allocating.
+    pub fn write_single(epoch: u64, offset: u64, out: &mut impl bytes::BufMut) {
+        // Version, two varints of at most 10 bytes and the count (1).
+        let mut raw = [0u8; 22];
+        raw[0] = VERSION;
+        let mut n = 1;
+        n += put_varint_slice(&mut raw[n..], epoch);
+        raw[n] = 1;
+        n += 1;
+        n += put_varint_slice(&mut raw[n..], offset);
+        // 22 bytes are at most 30 base64 characters.
+        let mut text = [0u8; 32];
+        let len = URL_SAFE_NO_PAD
+            .encode_slice(&raw[..n], &mut text)
+            .unwrap_or(0);
+        out.put_slice(&text[..len]);
+    }
+
     pub fn parse(s: &str) -> Result<Cursor, CursorError> {
         if s.is_empty() {
             return Err(CursorError::Empty);
@@ -123,6 +141,18 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+/// [`put_varint`] into a slice of at least 10 bytes; returns the bytes written.
+fn put_varint_slice(buf: &mut [u8], mut v: u64) -> usize {
+    let mut i = 0;
+    while v >= 0x80 {
+        buf[i] = (v as u8 & 0x7f) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    buf[i] = v as u8;
+    i + 1
+}
+
 fn take_varint(buf: &mut &[u8]) -> Result<u64, CursorError> {
     let mut value: u64 = 0;
     for (i, &byte) in buf.iter().enumerate() {
@@ -149,6 +179,22 @@ fn take_varint(buf: &mut &[u8]) -> Result<u64, CursorError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn write_single_matches_encode() {
+        for (epoch, offset) in [(0, 0), (1, 127), (u64::MAX, u64::MAX), (12345, 1 << 40)] {
+            let mut out = Vec::new();
+            Cursor::write_single(epoch, offset, &mut out);
+            out.extend_from_slice(b"|");
+            Cursor::write_single(offset, epoch, &mut out);
+            let want = format!(
+                "{}|{}",
+                Cursor::single(epoch, offset).encode(),
+                Cursor::single(offset, epoch).encode()
+            );
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+    }
 
     fn raw(bytes: &[u8]) -> String {
         URL_SAFE_NO_PAD.encode(bytes)

@@ -15,6 +15,9 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+mod fast;
+pub use fast::{parse_batch_ingest, parse_structured_ingest, IngestEvent};
+
 /// The CloudEvents version an event arrived in. Tidegate delivers an event in the
 /// version it was published in (RIG frontends read 0.1/0.2 attribute names).
 ///
@@ -262,49 +265,101 @@ fn from_value(value: Value) -> Result<Event, EventError> {
 }
 
 fn from_map(attributes: Map<String, Value>) -> Result<Event, EventError> {
-    let specversion = detect_version(&attributes)?;
+    let routing = validate(&attributes)?;
+    Ok(Event {
+        specversion: routing.specversion,
+        id: routing.id,
+        source: routing.source,
+        event_type: routing.event_type,
+        attributes,
+    })
+}
+
+/// What validation pulls out of an event: its version and routing attributes.
+pub(crate) struct Routing {
+    pub specversion: SpecVersion,
+    pub id: String,
+    pub source: String,
+    pub event_type: String,
+}
+
+/// One attribute as validation sees it: a string, or the kind of another JSON value
+/// (as [`json_kind`] names it).
+#[derive(Clone, Copy)]
+pub(crate) enum Attr<'a> {
+    Str(&'a str),
+    Other(&'static str),
+}
+
+/// Read access to an event's top-level attributes, so that one set of rules validates
+/// both a parsed [`Map`] and the borrowed members of the fast path ([`fast`]).
+pub(crate) trait Attrs {
+    fn attr(&self, name: &str) -> Option<Attr<'_>>;
+    fn has(&self, name: &str) -> bool {
+        self.attr(name).is_some()
+    }
+    /// The first attribute name, in order, for which `bad` holds.
+    fn find_name(&self, bad: &dyn Fn(&str) -> bool) -> Option<String>;
+}
+
+impl Attrs for Map<String, Value> {
+    fn attr(&self, name: &str) -> Option<Attr<'_>> {
+        self.get(name).map(|v| match v {
+            Value::String(s) => Attr::Str(s),
+            other => Attr::Other(json_kind(other)),
+        })
+    }
+
+    fn find_name(&self, bad: &dyn Fn(&str) -> bool) -> Option<String> {
+        self.keys().find(|k| bad(k)).cloned()
+    }
+}
+
+/// The CloudEvents rules of this module (see the module docs), in a fixed order so the
+/// first violation reported does not depend on how the event was parsed.
+pub(crate) fn validate(attributes: &dyn Attrs) -> Result<Routing, EventError> {
+    let specversion = detect_version(attributes)?;
     let names = match specversion {
         SpecVersion::V01 => &NAMES_V01,
         SpecVersion::V02 | SpecVersion::V10 => &NAMES_V02_V10,
     };
     // The version attribute was checked by `detect_version`; this keeps the
     // "non-empty string" rule in one place for all four.
-    required_str(&attributes, names.version)?;
-    let id = required_str(&attributes, names.id)?;
-    let source = required_str(&attributes, names.source)?;
-    let event_type = required_str(&attributes, names.event_type)?;
-    validate_optional(specversion, &attributes)?;
-    Ok(Event {
+    required_str(attributes, names.version)?;
+    let id = required_str(attributes, names.id)?;
+    let source = required_str(attributes, names.source)?;
+    let event_type = required_str(attributes, names.event_type)?;
+    validate_optional(specversion, attributes)?;
+    Ok(Routing {
         specversion,
         id,
         source,
         event_type,
-        attributes,
     })
 }
 
-fn detect_version(attributes: &Map<String, Value>) -> Result<SpecVersion, EventError> {
-    if let Some(v) = attributes.get("specversion") {
-        let Value::String(v) = v else {
+fn detect_version(attributes: &dyn Attrs) -> Result<SpecVersion, EventError> {
+    if let Some(v) = attributes.attr("specversion") {
+        let Attr::Str(v) = v else {
             return Err(EventError::InvalidAttribute(
                 "specversion".into(),
                 "must be a string".into(),
             ));
         };
-        return match v.as_str() {
+        return match v {
             "1.0" | "0.3" => Ok(SpecVersion::V10),
             "0.2" => Ok(SpecVersion::V02),
             other => Err(EventError::UnsupportedVersion(other.to_string())),
         };
     }
-    if let Some(v) = attributes.get("cloudEventsVersion") {
-        let Value::String(v) = v else {
+    if let Some(v) = attributes.attr("cloudEventsVersion") {
+        let Attr::Str(v) = v else {
             return Err(EventError::InvalidAttribute(
                 "cloudEventsVersion".into(),
                 "must be a string".into(),
             ));
         };
-        return match v.as_str() {
+        return match v {
             "0.1" => Ok(SpecVersion::V01),
             other => Err(EventError::UnsupportedVersion(other.to_string())),
         };
@@ -314,47 +369,48 @@ fn detect_version(attributes: &Map<String, Value>) -> Result<SpecVersion, EventE
     ))
 }
 
-fn required_str(attributes: &Map<String, Value>, name: &'static str) -> Result<String, EventError> {
-    match attributes.get(name) {
+fn required_str(attributes: &dyn Attrs, name: &'static str) -> Result<String, EventError> {
+    match attributes.attr(name) {
         None => Err(EventError::MissingAttribute(name)),
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(Value::String(_)) => Err(EventError::InvalidAttribute(
+        Some(Attr::Str(s)) if !s.is_empty() => Ok(s.to_string()),
+        Some(Attr::Str(_)) => Err(EventError::InvalidAttribute(
             name.into(),
             "must not be empty".into(),
         )),
-        Some(other) => Err(EventError::InvalidAttribute(
+        Some(Attr::Other(kind)) => Err(EventError::InvalidAttribute(
             name.into(),
-            format!("must be a string, got {}", json_kind(other)),
+            format!("must be a string, got {kind}"),
         )),
     }
 }
 
-fn optional_str(attributes: &Map<String, Value>, name: &str) -> Result<(), EventError> {
-    match attributes.get(name) {
-        None | Some(Value::String(_)) => Ok(()),
-        Some(other) => Err(EventError::InvalidAttribute(
+fn optional_str(attributes: &dyn Attrs, name: &str) -> Result<(), EventError> {
+    match attributes.attr(name) {
+        None | Some(Attr::Str(_)) => Ok(()),
+        Some(Attr::Other(kind)) => Err(EventError::InvalidAttribute(
             name.into(),
-            format!("must be a string, got {}", json_kind(other)),
+            format!("must be a string, got {kind}"),
         )),
     }
 }
 
-fn validate_optional(
-    version: SpecVersion,
-    attributes: &Map<String, Value>,
-) -> Result<(), EventError> {
+fn validate_optional(version: SpecVersion, attributes: &dyn Attrs) -> Result<(), EventError> {
     match version {
         SpecVersion::V01 => {
             for name in ["eventTime", "eventTypeVersion", "schemaURL", "contentType"] {
                 optional_str(attributes, name)?;
             }
-            match attributes.get("extensions") {
-                None | Some(Value::Object(_)) => {}
+            match attributes.attr("extensions") {
+                None | Some(Attr::Other("an object")) => {}
                 Some(other) => {
+                    let kind = match other {
+                        Attr::Str(_) => "a string",
+                        Attr::Other(kind) => kind,
+                    };
                     return Err(EventError::InvalidAttribute(
                         "extensions".into(),
-                        format!("must be an object, got {}", json_kind(other)),
-                    ))
+                        format!("must be an object, got {kind}"),
+                    ));
                 }
             }
         }
@@ -376,27 +432,29 @@ fn validate_optional(
             }
             // `data_base64` is a member of the JSON format, not an attribute, so the
             // naming rule does not apply to it.
-            if let Some(bad) = attributes
-                .keys()
-                .find(|k| k.as_str() != "data_base64" && !is_v10_attribute_name(k))
+            if let Some(bad) =
+                attributes.find_name(&|k| k != "data_base64" && !is_v10_attribute_name(k))
             {
                 return Err(EventError::InvalidAttribute(
-                    bad.clone(),
+                    bad,
                     "attribute names must consist of lowercase letters a-z and digits 0-9".into(),
                 ));
             }
-            if let Some(b64) = attributes.get("data_base64") {
-                if attributes.contains_key("data") {
+            if let Some(b64) = attributes.attr("data_base64") {
+                if attributes.has("data") {
                     return Err(EventError::InvalidAttribute(
                         "data_base64".into(),
                         "`data` and `data_base64` must not both be present".into(),
                     ));
                 }
-                let Value::String(b64) = b64 else {
-                    return Err(EventError::InvalidAttribute(
-                        "data_base64".into(),
-                        format!("must be a string, got {}", json_kind(b64)),
-                    ));
+                let b64 = match b64 {
+                    Attr::Str(s) => s,
+                    Attr::Other(kind) => {
+                        return Err(EventError::InvalidAttribute(
+                            "data_base64".into(),
+                            format!("must be a string, got {kind}"),
+                        ))
+                    }
                 };
                 if base64::engine::general_purpose::STANDARD
                     .decode(b64)

@@ -53,6 +53,28 @@ pub fn try_encode(event_type: &str, json: &[u8]) -> Result<Bytes, RecordError> {
     Ok(buf.freeze())
 }
 
+/// [`try_encode`] appended to `buf`, so that the records of a batch can share one
+/// allocation (split them off with `BytesMut::split`). Nothing is written on error.
+pub fn try_encode_into(
+    buf: &mut BytesMut,
+    event_type: &str,
+    json: &[u8],
+) -> Result<(), RecordError> {
+    let type_len =
+        u16::try_from(event_type.len()).map_err(|_| RecordError::TypeTooLong(event_type.len()))?;
+    buf.reserve(HEADER_LEN + event_type.len() + json.len());
+    buf.put_u8(VERSION);
+    buf.put_u16(type_len);
+    buf.put_slice(event_type.as_bytes());
+    buf.put_slice(json);
+    Ok(())
+}
+
+/// Bytes [`try_encode_into`] appends.
+pub fn encoded_len(event_type: &str, json: &[u8]) -> usize {
+    HEADER_LEN + event_type.len() + json.len()
+}
+
 /// Returns `(event_type, json)`.
 pub fn decode(buf: &[u8]) -> Result<(&str, &[u8]), RecordError> {
     let (&version, rest) = buf.split_first().ok_or(RecordError::Truncated)?;
@@ -82,6 +104,19 @@ pub fn dedup_key(source: &str, id: &str) -> Bytes {
     key.freeze()
 }
 
+/// [`dedup_key`] appended to `buf` (see [`try_encode_into`]).
+pub fn dedup_key_into(buf: &mut BytesMut, source: &str, id: &str) {
+    buf.reserve(dedup_key_len(source, id));
+    buf.put_slice(source.as_bytes());
+    buf.put_u8(0);
+    buf.put_slice(id.as_bytes());
+}
+
+/// Bytes [`dedup_key_into`] appends.
+pub fn dedup_key_len(source: &str, id: &str) -> usize {
+    source.len() + id.len() + 1
+}
+
 pub fn peek_type(buf: &[u8]) -> Result<&str, RecordError> {
     decode(buf).map(|(t, _)| t)
 }
@@ -97,6 +132,27 @@ pub fn decode_bytes(buf: &Bytes) -> Result<(&str, Bytes), RecordError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn into_variants_match_and_share_one_buffer() {
+        let mut buf = BytesMut::new();
+        try_encode_into(&mut buf, "greeting", b"{}").unwrap();
+        assert_eq!(buf.len(), encoded_len("greeting", b"{}"));
+        let first = buf.split().freeze();
+        try_encode_into(&mut buf, "t", b"{\"a\":1}").unwrap();
+        let second = buf.split().freeze();
+        assert_eq!(first, encode("greeting", b"{}"));
+        assert_eq!(second, encode("t", b"{\"a\":1}"));
+        let long = "x".repeat(MAX_TYPE_LEN + 1);
+        assert_eq!(
+            try_encode_into(&mut buf, &long, b"{}"),
+            Err(RecordError::TypeTooLong(MAX_TYPE_LEN + 1))
+        );
+        assert!(buf.is_empty(), "nothing written on error");
+        dedup_key_into(&mut buf, "/src", "id-1");
+        assert_eq!(buf.len(), dedup_key_len("/src", "id-1"));
+        assert_eq!(buf.split().freeze(), dedup_key("/src", "id-1"));
+    }
 
     #[test]
     fn layout() {

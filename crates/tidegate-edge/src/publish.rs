@@ -10,10 +10,11 @@ use bytes::{BufMut, BytesMut};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use tidegate_auth::Check;
 use tidegate_core::cursor::Cursor;
-use tidegate_core::event::{self, Event};
+use tidegate_core::event::{self, IngestEvent};
 use tidegate_core::record;
-use tidegate_hub::Encoded;
+use tidegate_hub::frame::CURSOR_ATTRIBUTE;
 use tidegate_log::{AppendRecord, Appended};
 use tidegate_telemetry::{ReasonLabel, SourceLabel};
 
@@ -72,31 +73,41 @@ fn mode(headers: &HeaderMap) -> ApiResult<Mode> {
     ))
 }
 
-fn parse(headers: &HeaderMap, body: &[u8]) -> ApiResult<(Vec<Event>, bool)> {
+/// Structured and batch bodies take the ingest fast path (validated without a
+/// `Value` tree, the producer's bytes kept as the delivered JSON); binary mode
+/// builds its JSON from headers and body.
+fn parse(headers: &HeaderMap, body: &[u8]) -> ApiResult<(Vec<IngestEvent>, bool)> {
     let bad = |e: event::EventError| ApiError::bad_request(format!("not a valid CloudEvent: {e}"));
     match mode(headers)? {
-        Mode::Structured => Ok((vec![event::parse_structured(body).map_err(bad)?], false)),
-        Mode::Batch => Ok((event::parse_batch(body).map_err(bad)?, true)),
+        Mode::Structured => Ok((
+            vec![event::parse_structured_ingest(body).map_err(bad)?],
+            false,
+        )),
+        Mode::Batch => Ok((event::parse_batch_ingest(body).map_err(bad)?, true)),
         Mode::Binary => {
             let ct = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok());
             let hs = headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
             Ok((
-                vec![event::parse_binary("ce-", hs, ct, body).map_err(bad)?],
+                vec![event::parse_binary("ce-", hs, ct, body)
+                    .map_err(bad)?
+                    .into()],
                 false,
             ))
         }
     }
 }
 
-fn is_transient(state: &AppState, ev: &Event) -> bool {
-    state.cfg.transient_types.contains(&ev.event_type)
-        || matches!(
-            ev.attributes.get(TRANSIENT_ATTRIBUTE),
-            Some(serde_json::Value::Bool(true))
-        )
-        || matches!(ev.attributes.get(TRANSIENT_ATTRIBUTE), Some(serde_json::Value::String(s)) if s == "true")
+fn is_transient(state: &AppState, ev: &IngestEvent) -> bool {
+    if state.cfg.transient_types.contains(&ev.event_type) {
+        return true;
+    }
+    match ev.attribute(TRANSIENT_ATTRIBUTE) {
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(serde_json::Value::String(s)) => s == "true",
+        _ => false,
+    }
 }
 
 pub async fn inbound(
@@ -170,20 +181,21 @@ async fn publish(
             ),
         ));
     }
-    let mut encoded = Vec::with_capacity(events.len());
+    // Only an external check reads the event; the others decide on the token alone.
+    let check_body = check && matches!(state.submission_check.check(), Check::External(_));
+    let mut transient = Vec::with_capacity(events.len());
     for ev in &events {
         if ev.event_type.chars().any(char::is_control) {
             return Err(ApiError::bad_request(
                 "event type must not contain control characters",
             ));
         }
-        let json = ev.to_json();
-        if json.len() > state.cfg.max_event_bytes {
+        if ev.json.len() > state.cfg.max_event_bytes {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "event of {} bytes exceeds the limit of {}",
-                    json.len(),
+                    ev.json.len(),
                     state.cfg.max_event_bytes
                 ),
             ));
@@ -192,7 +204,11 @@ async fn publish(
             let authorization = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            let value = serde_json::Value::Object(ev.attributes.clone());
+            let value = if check_body {
+                serde_json::Value::Object(ev.attributes())
+            } else {
+                serde_json::Value::Null
+            };
             state
                 .submission_check
                 .authorize(&value, authorization, &state.verifier, bearer(headers))
@@ -201,17 +217,40 @@ async fn publish(
                     ApiError::from_status(e.status(), format!("submission denied: {}", e.reason()))
                 })?;
         }
-        encoded.push((is_transient(state, ev), json));
+        transient.push(is_transient(state, ev));
     }
 
+    // The records and dedup keys of a request share two allocations.
+    let (mut payloads, mut keys) = {
+        let kept = || {
+            events
+                .iter()
+                .zip(&transient)
+                .filter(|(_, t)| !**t)
+                .map(|(ev, _)| ev)
+        };
+        (
+            BytesMut::with_capacity(
+                kept()
+                    .map(|ev| record::encoded_len(&ev.event_type, &ev.json))
+                    .sum(),
+            ),
+            BytesMut::with_capacity(
+                kept()
+                    .map(|ev| record::dedup_key_len(&ev.source, &ev.id))
+                    .sum(),
+            ),
+        )
+    };
     let mut records = Vec::new();
-    for (ev, (transient, json)) in events.iter().zip(&encoded) {
+    for (ev, transient) in events.iter().zip(&transient) {
         if !transient {
-            let payload = record::try_encode(&ev.event_type, json)
+            record::try_encode_into(&mut payloads, &ev.event_type, &ev.json)
                 .map_err(|e| ApiError::bad_request(format!("event type is not usable: {e}")))?;
+            record::dedup_key_into(&mut keys, &ev.source, &ev.id);
             records.push(AppendRecord {
-                dedup_key: Some(record::dedup_key(&ev.source, &ev.id)),
-                payload,
+                dedup_key: Some(keys.split().freeze()),
+                payload: payloads.split().freeze(),
             });
         }
     }
@@ -221,25 +260,38 @@ async fn publish(
         state.log.append(&state.stream, records).await?
     };
 
+    // Each acknowledgement is the event as subscribers receive it: its JSON with the
+    // cursor attribute (as `tidegate_hub::Encoded` frames it), or as is when transient.
     let epoch = state.log.epoch();
-    let mut acks = Vec::with_capacity(events.len());
+    let mut out = BytesMut::with_capacity(
+        events
+            .iter()
+            .map(|ev| ev.json.len() + CURSOR_ATTRIBUTE.len() + 40)
+            .sum::<usize>()
+            + 2,
+    );
+    if batch {
+        out.put_u8(b'[');
+    }
     let mut stored = appended.iter();
-    for (ev, (transient, json)) in events.iter().zip(&encoded) {
-        if *transient {
-            state.hub.publish_transient(&ev.event_type, json)?;
-            acks.push(json.clone());
+    for (i, (ev, transient)) in events.iter().zip(&transient).enumerate() {
+        let offset = if *transient {
+            state.hub.publish_transient(&ev.event_type, &ev.json)?;
+            None
         } else {
             let Some(a) = stored.next() else { break };
             if matches!(a, Appended::Duplicate(_)) {
                 state.metrics.events_duplicate.inc();
             }
-            let cursor = Cursor::single(epoch, a.offset()).encode();
-            acks.push(
-                Encoded::new(&ev.event_type, Some(cursor), json)
-                    .json
-                    .clone(),
-            );
+            Some(a.offset())
+        };
+        if i > 0 {
+            out.put_u8(b',');
         }
+        put_ack(&mut out, &ev.json, offset.map(|o| (epoch, o)));
+    }
+    if batch {
+        out.put_u8(b']');
     }
     state
         .metrics
@@ -251,24 +303,60 @@ async fn publish(
         .publish_latency_seconds
         .observe(started.elapsed().as_secs_f64());
 
-    let body = if batch {
-        let mut buf = BytesMut::with_capacity(acks.iter().map(|a| a.len() + 1).sum::<usize>() + 2);
-        buf.put_u8(b'[');
-        for (i, a) in acks.iter().enumerate() {
-            if i > 0 {
-                buf.put_u8(b',');
-            }
-            buf.put_slice(a);
-        }
-        buf.put_u8(b']');
-        buf.freeze()
-    } else {
-        acks.into_iter().next().unwrap_or_default()
-    };
-    let mut resp = (StatusCode::ACCEPTED, body).into_response();
+    let mut resp = (StatusCode::ACCEPTED, out.freeze()).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     Ok(resp)
+}
+
+/// One acknowledged event: its JSON with the cursor attribute appended, byte for byte
+/// as `tidegate_hub::Encoded::new` frames it for subscribers (no cursor for transient
+/// events).
+fn put_ack(buf: &mut BytesMut, json: &[u8], cursor: Option<(u64, u64)>) {
+    match cursor {
+        Some((epoch, offset)) if json.len() > 2 && json.last() == Some(&b'}') => {
+            buf.put_slice(&json[..json.len() - 1]);
+            buf.put_slice(b",\"");
+            buf.put_slice(CURSOR_ATTRIBUTE.as_bytes());
+            buf.put_slice(b"\":\"");
+            // Cursors are base64url: nothing to escape.
+            Cursor::write_single(epoch, offset, buf);
+            buf.put_slice(b"\"}");
+        }
+        _ => buf.put_slice(json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidegate_hub::Encoded;
+
+    #[test]
+    fn ack_is_framed_like_the_hub_frames_subscribers_events() {
+        let json = br#"{"specversion":"1.0","id":"1","source":"s","type":"t"}"#;
+        for (epoch, offset) in [(0, 0), (7, 12345), (u64::MAX, u64::MAX)] {
+            let mut buf = BytesMut::new();
+            put_ack(&mut buf, json, Some((epoch, offset)));
+            let cursor = Cursor::single(epoch, offset).encode();
+            assert_eq!(
+                buf.as_ref(),
+                Encoded::new("t", Some(cursor), json).json.as_ref()
+            );
+        }
+        for json in [b"{}".as_slice(), b"x", b""] {
+            let mut buf = BytesMut::new();
+            put_ack(&mut buf, json, Some((1, 2)));
+            let cursor = Cursor::single(1, 2).encode();
+            assert_eq!(
+                buf.as_ref(),
+                Encoded::new("t", Some(cursor), json).json.as_ref()
+            );
+        }
+        let mut buf = BytesMut::new();
+        put_ack(&mut buf, json, None);
+        assert_eq!(buf.as_ref(), json.as_slice());
+    }
 }

@@ -188,12 +188,11 @@ impl Writer {
             let offset = sw.next + fresh.len() as u64;
             if let Some(key) = &r.dedup_key {
                 // Looked up before insert, so a repeat inside the same batch is caught too.
-                if let Some(orig) = sw.dedup.lookup(key, ts) {
+                if let Some(orig) = sw.dedup.check_insert(key, offset, ts) {
                     results.push(Appended::Duplicate(orig));
                     shared.stats.duplicates.fetch_add(1, Relaxed);
                     continue;
                 }
-                sw.dedup.insert(key.clone(), offset, ts);
             }
             results.push(Appended::New(offset));
             fresh.push(r);
