@@ -302,7 +302,14 @@ def main():
         w(f"| fast subscribers: p99 | {ms(s['fast_p99_us'])} ms |")
         w(f"| fast subscribers: lost events | {s['fast_lost']:,} |")
         w(f"| slow subscriber disconnected by the server | {'yes' if s['slow_closed_by_server'] else 'no (still held at the end)'} |")
-        w(f"| gateway RSS before → after | {s['rss_before_kib']:,} → {s['rss_after_kib']:,} KiB |\n")
+        w(f"| gateway RSS before → after | {s['rss_before_kib']:,} → {s['rss_after_kib']:,} KiB |")
+        c = s.get("control")
+        if c:
+            w(f"| control run without the slow subscriber: fast max / p99 | {ms(c['fast_max_us'])} ms / "
+              f"{ms(c['fast_p99_us'])} ms (lost {c['fast_lost']:,}) |")
+            w(f"| stall attributable to the slow subscriber (max minus control max) | "
+              f"{ms(max(0, s['fast_max_us'] - c['fast_max_us']))} ms |")
+        w("")
     if j:
         w("## 5. Resume under jitter\n")
         w(f"{j['ready']:,} {j['transport'].upper()} connections (of {j['n']:,}; {j['client_procs']} client "
