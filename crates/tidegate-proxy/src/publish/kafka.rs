@@ -17,13 +17,16 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::Message;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::{Headers, PublishError, Publisher};
 use crate::correlation::{parse_response, Correlations};
+
+/// While the response consumer keeps failing, how often it says so.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Connection settings shared by the producer and the response consumer.
 #[derive(Debug, Clone)]
@@ -185,11 +188,17 @@ impl KafkaResponses {
             .map_err(|e| PublishError::Unavailable(format!("subscribing to {topics:?}: {e}")))?;
         info!(topics = ?config.topics, group = %group, "Consuming proxy responses from Kafka");
         tasks.spawn(async move {
+            // While the broker is away the consumer fails every 500 ms: the first error
+            // is logged, then one summary per interval, and the recovery.
+            let mut failing: Option<(Instant, u64)> = None;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     msg = consumer.recv() => match msg {
                         Ok(msg) => {
+                            if let Some((_, n)) = failing.take() {
+                                info!(errors = n, "Kafka response consumer recovered");
+                            }
                             let mut headers: Vec<(&str, &[u8])> = Vec::new();
                             if let Some(h) = msg.headers() {
                                 for header in h.iter() {
@@ -206,7 +215,19 @@ impl KafkaResponses {
                             }
                         }
                         Err(e) => {
-                            warn!(error = %e, "Kafka response consumer error");
+                            match &mut failing {
+                                None => {
+                                    warn!(error = %e, "Kafka response consumer error; retrying every 500 ms");
+                                    failing = Some((Instant::now(), 0));
+                                }
+                                Some((since, n)) => {
+                                    *n += 1;
+                                    if since.elapsed() >= ERROR_LOG_INTERVAL {
+                                        warn!(error = %e, errors = *n, "Kafka response consumer still failing");
+                                        *since = Instant::now();
+                                    }
+                                }
+                            }
                             tokio::select! {
                                 _ = shutdown.cancelled() => break,
                                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
