@@ -484,11 +484,13 @@ def slow_run(cfg, with_slow):
             slow.wait_ready()
         fast.wait_ready()
         rss0 = srv_rss(server)
+        c0, cc0 = srv_cpu(server), fast.cpu()
         p = publish("tidegate", server.publish, rate=cfg["slow_rate"],
                     count=int(cfg["slow_rate"] * cfg["slow_secs"]), duration=cfg["slow_secs"] + 5,
                     concurrency=4, threads=1, event_type="bench.shared", payload_bytes=cfg["slow_payload"])
         time.sleep(cfg["drain"])
         rss1 = srv_rss(server)
+        c1 = srv_cpu(server)
         f = fast.finish()
         s = slow.finish() if slow else {"slow_received": 0, "closed_by_server": False}
         row = {"published": p["ok_events"], "payload_bytes": cfg["slow_payload"], "rate": cfg["slow_rate"],
@@ -496,10 +498,12 @@ def slow_run(cfg, with_slow):
                "fast_lost": p["ok_events"] * cfg["slow_fast_subs"] - f["deliveries"],
                "fast_p99_us": f["latency"]["p99_us"], "fast_max_us": f["latency"]["max_us"],
                "slow_received": s["slow_received"], "slow_closed_by_server": s["closed_by_server"],
-               "rss_before_kib": rss0, "rss_after_kib": rss1}
+               "rss_before_kib": rss0, "rss_after_kib": rss1, "server_cpu_s": c1 - c0,
+               "client_cpu_s": fast.client_cpu_s - cc0}
         log(f"slow client ({'with' if with_slow else 'without, control'}): fast max "
             f"{row['fast_max_us']/1000:.1f} ms, p99 {row['fast_p99_us']/1000:.1f} ms, lost {row['fast_lost']}, "
-            f"slow closed {row['slow_closed_by_server']}")
+            f"slow closed {row['slow_closed_by_server']}, server/client CPU {row['server_cpu_s']:.1f}/"
+            f"{row['client_cpu_s']:.1f} s")
         return row
     finally:
         stop(server)
@@ -612,11 +616,19 @@ CONFIGS = {
                  fanout_rates=[100, 300, 1000, 1200, 1500, 2000], fanout_secs=5, fanout_hold=120, pub_conc=32, drain=2,
                  repeats=3, ingest_batch=1000, ingest_count=20_000_000, ingest_secs=5,
                  durable_count=2_000_000, durable_secs=5, durable_conc=64, slow_fast_subs=200,
-                 slow_rate=2000, slow_secs=5, slow_payload=2000, jitter_conns=4000, jitter_per_proc=2000,
+                 slow_rate=500, slow_secs=10, slow_payload=2000, jitter_conns=4000, jitter_per_proc=2000,
                  jitter_groups=10, jitter_rate=1000, jitter_secs=75, jitter_period=15,
                  jitter_period_jitter=3, jitter_outage=2, jitter_outage_jitter=0.5, jitter_seed=1,
                  jitter_pub_conc=48, jitter_drain=5, jitter_transport="sse", peers=True, profile=True),
 }
+
+
+def cpu_ticks():
+    """(steal, total) jiffies of the whole machine: the hypervisor's steal time tells a
+    noisy host from a slow gateway."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[7] if len(v) > 7 else 0, sum(v[:8])
 
 
 def merge_results(old, new, ran):
@@ -662,16 +674,24 @@ def main():
     peers = [p for p in peers if shutil.which({"pushpin": "pushpin", "nchan": "nginx"}[p])]
     res = {"mode": mode, "config": cfg, "machine": machine(), "peers": peers}
     t0 = time.time()
+    steal = {}
     try:
         res["errors"] = []
 
         def guard(name, f, *a):
+            scenario = name.split(" ")[0]
+            t0 = cpu_ticks()
             try:
                 return f(*a)
             except Exception as e:  # one failed scenario must not lose the others
                 log(f"{name} failed: {e!r}")
                 res["errors"].append(f"{name}: {e!r}")
                 return None
+            finally:
+                acc = steal.setdefault(scenario, [0, 0])
+                t1 = cpu_ticks()
+                acc[0] += t1[0] - t0[0]
+                acc[1] += t1[1] - t0[1]
         if "density" in only:
             res["density"] = [d for t in ["tidegate"] + peers for tr in ("sse", "ws")
                               for d in [guard(f"density {t} {tr}", density, cfg, t, tr)] if d]
@@ -700,7 +720,8 @@ def main():
     ran = [k for k in scenarios if k in only]
     stamp = {"date": res["machine"]["date"], "tidegate": res["machine"]["tidegate"],
              "wall_secs": res["wall_secs"], "loadavg_after": list(os.getloadavg())}
-    res["scenario_runs"] = {k: stamp for k in ran}
+    res["scenario_runs"] = {k: {**stamp, "steal_pct": round(100 * steal[k][0] / max(steal[k][1], 1), 1)}
+                            if k in steal else stamp for k in ran}
     out = a.results or os.path.join(ROOT, "bench", "results", f"{mode}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     if a.only and os.path.exists(out):
