@@ -9,14 +9,15 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def med_spread(xs):
+def med_spread(xs, digits=0):
     xs = [x for x in xs if x is not None]
     if not xs:
         return "n/a"
     m = statistics.median(xs)
+    f = f",.{digits}f"
     if len(xs) == 1:
-        return f"{m:,.0f}"
-    return f"{m:,.0f} (min {min(xs):,.0f}, max {max(xs):,.0f}, n={len(xs)})"
+        return f"{m:{f}}"
+    return f"{m:{f}} (min {min(xs):{f}}, max {max(xs):{f}}, n={len(xs)})"
 
 
 def ms(us):
@@ -280,20 +281,28 @@ def main():
           "gateway per repeat, default durability (fsync). Kafka/NATS sources: not measured yet.\n")
         w(f"- events/s: {med_spread([r['events_per_sec'] for r in res['ingest']])}")
         w(f"- batch request p99 ms: {med_spread([r['request_latency']['p99_us'] / 1000 for r in res['ingest']])}")
-        w(f"- errors: {sum(r['errors'] for r in res['ingest'])}\n")
+        w(f"- errors: {sum(r['errors'] for r in res['ingest'])}")
+        if all("server_cores" in r for r in res["ingest"]):
+            w(f"- cores used, gateway: {med_spread([r['server_cores'] for r in res['ingest']], 2)}; "
+              f"generator: {med_spread([r['client_cores'] for r in res['ingest']], 2)}")
+        w("")
     if res.get("durable"):
         w("## 4. Durable publish\n")
         w(f"Single-event `POST /_rig/v1/events` requests, {cfg['durable_conc']} concurrent keep-alive "
           f"connections from one client process, {cfg['durable_secs']} s per repeat, fresh gateway "
           "each time; `TIDEGATE_LOG_DURABILITY=fsync` (group commit) vs `buffered`.\n")
-        w("| durability | requests/s | p50 ms | p99 ms | p999 ms | errors |\n|---|---|---|---|---|---|")
+        w("| durability | requests/s | p50 ms | p99 ms | p999 ms | errors | cores: gateway / generator |\n"
+          "|---|---|---|---|---|---|---|")
         for mode_ in ("fsync", "buffered"):
             rs = res["durable"][mode_]
+            cores = (f"{statistics.median(r['server_cores'] for r in rs):.2f} / "
+                     f"{statistics.median(r['client_cores'] for r in rs):.2f}"
+                     if all("server_cores" in r for r in rs) else "not recorded")
             w(f"| {mode_} | {med_spread([r['requests_per_sec'] for r in rs])} "
               f"| {statistics.median(r['request_latency']['p50_us'] for r in rs) / 1000:.2f} "
               f"| {statistics.median(r['request_latency']['p99_us'] for r in rs) / 1000:.2f} "
               f"| {statistics.median(r['request_latency']['p999_us'] for r in rs) / 1000:.2f} "
-              f"| {sum(r['errors'] for r in rs)} |")
+              f"| {sum(r['errors'] for r in rs)} | {cores} |")
         f = statistics.median(r["requests_per_sec"] for r in res["durable"]["fsync"])
         bf = statistics.median(r["requests_per_sec"] for r in res["durable"]["buffered"])
         w(f"\nRatio fsync / buffered: {f / bf:.2f}.\n")

@@ -8,6 +8,7 @@ file (the other scenarios' numbers are kept, with the date of the run that made 
 in `scenario_runs`)."""
 
 import argparse
+import resource
 import datetime
 import json
 import os
@@ -431,11 +432,15 @@ def ingest(cfg):
         server = start_tidegate()
         prof = start_profile(server.pid, "ingest") if cfg.get("profile") and rep == 0 else None
         try:
+            c0, g0 = srv_cpu(server), generator_cpu()
             p = publish("tidegate", server.publish, batch=cfg["ingest_batch"], rate=0,
                         count=cfg["ingest_count"], duration=cfg["ingest_secs"], concurrency=4,
                         threads=1, event_type="bench.nobody")
+            p["server_cores"] = (srv_cpu(server) - c0) / p["elapsed_secs"]
+            p["client_cores"] = (generator_cpu() - g0) / p["elapsed_secs"]
             rows.append(p)
-            log(f"ingest-drop rep {rep}: {p['events_per_sec']:.0f} events/s errors {p['errors']}")
+            log(f"ingest-drop rep {rep}: {p['events_per_sec']:.0f} events/s errors {p['errors']}, "
+                f"cores used: gateway {p['server_cores']:.2f}, generator {p['client_cores']:.2f}")
             if prof:
                 finish_profile(prof)
         finally:
@@ -450,12 +455,16 @@ def durable(cfg):
             server = start_tidegate(mode)
             prof = start_profile(server.pid, f"durable-{mode}") if cfg.get("profile") and rep == 0 else None
             try:
+                c0, g0 = srv_cpu(server), generator_cpu()
                 p = publish("tidegate", server.publish, batch=0, rate=0, count=cfg["durable_count"],
                             duration=cfg["durable_secs"], concurrency=cfg["durable_conc"], threads=1,
                             event_type="bench.nobody")
+                p["server_cores"] = (srv_cpu(server) - c0) / p["elapsed_secs"]
+                p["client_cores"] = (generator_cpu() - g0) / p["elapsed_secs"]
                 rows[mode].append(p)
                 log(f"durable {mode} rep {rep}: {p['requests_per_sec']:.0f} req/s "
-                    f"p99 {p['request_latency']['p99_us']/1000:.2f} ms errors {p['errors']}")
+                    f"p99 {p['request_latency']['p99_us']/1000:.2f} ms errors {p['errors']}, "
+                    f"cores used: gateway {p['server_cores']:.2f}, generator {p['client_cores']:.2f}")
                 if prof:
                     finish_profile(prof)
             finally:
@@ -621,6 +630,12 @@ CONFIGS = {
                  jitter_period_jitter=3, jitter_outage=2, jitter_outage_jitter=0.5, jitter_seed=1,
                  jitter_pub_conc=48, jitter_drain=5, jitter_transport="sse", peers=True, profile=True),
 }
+
+
+def generator_cpu():
+    """CPU seconds of finished (waited-for) generator processes, e.g. one `publish`."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def cpu_ticks():
