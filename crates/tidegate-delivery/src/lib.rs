@@ -134,6 +134,36 @@ impl DeadLetterInfo {
     }
 }
 
+/// Which dead letters a list or a bulk replay applies to: every field that is set must
+/// match, and an empty filter matches all.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DlqFilter {
+    /// The backend's last HTTP status was this.
+    pub status: Option<u16>,
+    /// The reason contains this text (`422`, `breaker open`, `timed out`, …).
+    pub reason: Option<String>,
+    /// The message id is this.
+    pub id: Option<String>,
+    /// Dead-lettered at or after this time (ms since the epoch).
+    pub dead_after_ms: Option<u64>,
+    /// Dead-lettered before this time (ms since the epoch).
+    pub dead_before_ms: Option<u64>,
+}
+
+impl DlqFilter {
+    pub fn is_empty(&self) -> bool {
+        *self == DlqFilter::default()
+    }
+
+    pub fn matches(&self, d: &DeadLetterInfo) -> bool {
+        self.status.is_none_or(|s| d.last_status == Some(s))
+            && self.reason.as_deref().is_none_or(|r| d.reason.contains(r))
+            && self.id.as_deref().is_none_or(|id| d.id == id)
+            && self.dead_after_ms.is_none_or(|t| d.dead_ms >= t)
+            && self.dead_before_ms.is_none_or(|t| d.dead_ms < t)
+    }
+}
+
 /// One route's runtime state, shared by its ingest handler, worker and the API.
 pub struct Route {
     pub config: RouteConfig,
@@ -421,11 +451,13 @@ impl Delivery {
         name: &str,
         from: u64,
         limit: usize,
+        filter: &DlqFilter,
     ) -> Result<Vec<DeadLetterInfo>, DeliveryError> {
         let route = self.route(name)?;
         let dlq = route.dlq.lock();
         Ok(dlq
             .range(from..)
+            .filter(|(_, d)| filter.matches(d))
             .take(limit)
             .map(|(_, d)| d.clone())
             .collect())
@@ -491,12 +523,19 @@ impl Delivery {
         &self,
         name: &str,
         offset: Option<u64>,
+        filter: &DlqFilter,
     ) -> Result<Vec<u64>, DeliveryError> {
         let route = self.route(name)?;
         let _serial = route.dlq_ops.lock().await;
         let offsets: Vec<u64> = match offset {
             Some(o) => vec![o],
-            None => route.dlq.lock().keys().copied().collect(),
+            None => route
+                .dlq
+                .lock()
+                .iter()
+                .filter(|(_, d)| filter.matches(d))
+                .map(|(o, _)| *o)
+                .collect(),
         };
         let mut done = Vec::with_capacity(offsets.len());
         for chunk in offsets.chunks(100) {
@@ -861,5 +900,77 @@ mod tests {
 
         let none = RouteConfig::default();
         assert!(none.compile_schema().unwrap().is_none());
+    }
+
+    #[test]
+    fn dlq_filter_needs_every_given_field_to_match() {
+        let d = DeadLetterInfo {
+            offset: 7,
+            source_offset: 3,
+            id: "m-1".into(),
+            reason: "gave up after 5 attempts: backend answered 503".into(),
+            attempts: 5,
+            last_status: Some(503),
+            received_ms: 1_000,
+            dead_ms: 2_000,
+            content_type: "application/json".into(),
+            body_bytes: 2,
+        };
+        let all = DlqFilter::default();
+        assert!(all.is_empty() && all.matches(&d));
+        let f = |f: DlqFilter| f.matches(&d);
+        assert!(f(DlqFilter {
+            status: Some(503),
+            ..Default::default()
+        }));
+        assert!(!f(DlqFilter {
+            status: Some(422),
+            ..Default::default()
+        }));
+        assert!(f(DlqFilter {
+            reason: Some("answered 503".into()),
+            ..Default::default()
+        }));
+        assert!(!f(DlqFilter {
+            reason: Some("timed out".into()),
+            ..Default::default()
+        }));
+        assert!(f(DlqFilter {
+            id: Some("m-1".into()),
+            ..Default::default()
+        }));
+        assert!(
+            !f(DlqFilter {
+                id: Some("m".into()),
+                ..Default::default()
+            }),
+            "ids match whole"
+        );
+        assert!(f(DlqFilter {
+            dead_after_ms: Some(2_000),
+            dead_before_ms: Some(2_001),
+            ..Default::default()
+        }));
+        assert!(
+            !f(DlqFilter {
+                dead_before_ms: Some(2_000),
+                ..Default::default()
+            }),
+            "before is exclusive"
+        );
+        assert!(!f(DlqFilter {
+            status: Some(503),
+            id: Some("m-2".into()),
+            ..Default::default()
+        }));
+        let breaker = DeadLetterInfo {
+            last_status: None,
+            ..d.clone()
+        };
+        assert!(!DlqFilter {
+            status: Some(503),
+            ..Default::default()
+        }
+        .matches(&breaker));
     }
 }

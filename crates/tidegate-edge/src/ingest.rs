@@ -346,20 +346,46 @@ pub async fn route_get(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
     from: u64,
     limit: Option<usize>,
+    status: Option<u16>,
+    reason: Option<String>,
+    id: Option<String>,
+    dead_after: Option<u64>,
+    dead_before: Option<u64>,
 }
 
-/// `GET /v3/routes/{name}/dlq?from=N&limit=M`
+/// The filters of a list or replay: `status`, `reason` (substring), `id`, `dead_after` /
+/// `dead_before` (ms since the epoch). Unknown parameters are refused (`400`), so a
+/// misspelt filter never widens a replay to every dead letter.
+fn dlq_filter(
+    status: Option<u16>,
+    reason: Option<String>,
+    id: Option<String>,
+    dead_after: Option<u64>,
+    dead_before: Option<u64>,
+) -> tidegate_delivery::DlqFilter {
+    tidegate_delivery::DlqFilter {
+        status,
+        reason,
+        id,
+        dead_after_ms: dead_after,
+        dead_before_ms: dead_before,
+    }
+}
+
+/// `GET /v3/routes/{name}/dlq?from=N&limit=M[&filters]`
 pub async fn dlq_list(
     State(s): State<SharedState>,
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
     let limit = q.limit.unwrap_or(100).min(1000);
-    let items = s.ingest.delivery.dlq_list(&name, q.from, limit)?;
+    let filter = dlq_filter(q.status, q.reason, q.id, q.dead_after, q.dead_before);
+    let items = s.ingest.delivery.dlq_list(&name, q.from, limit, &filter)?;
     let next = items.last().map(|d| d.offset + 1);
     Ok(Json(serde_json::json!({ "dead_letters": items, "next_from": next })).into_response())
 }
@@ -373,17 +399,33 @@ pub async fn dlq_get(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReplayQuery {
     offset: Option<u64>,
+    status: Option<u16>,
+    reason: Option<String>,
+    id: Option<String>,
+    dead_after: Option<u64>,
+    dead_before: Option<u64>,
 }
 
-/// `POST /v3/routes/{name}/dlq/replay[?offset=N]`
+/// `POST /v3/routes/{name}/dlq/replay[?offset=N | ?filters]`: one, all, or those matching.
 pub async fn dlq_replay(
     State(s): State<SharedState>,
     Path(name): Path<String>,
     Query(q): Query<ReplayQuery>,
 ) -> ApiResult<Response> {
-    let done = s.ingest.delivery.dlq_replay(&name, q.offset).await?;
+    let filter = dlq_filter(q.status, q.reason, q.id, q.dead_after, q.dead_before);
+    if q.offset.is_some() && !filter.is_empty() {
+        return Err(ApiError::bad_request(
+            "offset names one dead letter; it cannot be combined with filters",
+        ));
+    }
+    let done = s
+        .ingest
+        .delivery
+        .dlq_replay(&name, q.offset, &filter)
+        .await?;
     Ok(Json(serde_json::json!({ "replayed": done.len(), "offsets": done })).into_response())
 }
 

@@ -529,6 +529,48 @@ async fn rejected_messages_go_to_the_dlq_and_replay_after_the_fix() {
     assert_eq!(detail["body"], r#"{"bad":0}"#, "{detail}");
     assert_eq!(detail["path"], "/leads");
 
+    // Filters select by status, reason, id and time; a parameter that is not a filter
+    // is refused, so a misspelt filter never replays everything.
+    let count = |v: &Value| v["dead_letters"].as_array().map_or(usize::MAX, |a| a.len());
+    let by_id = format!("id={}", bad[1]);
+    for (query, want) in [
+        ("status=422", 3),
+        ("status=500", 0),
+        ("reason=422", 3),
+        ("reason=timed%20out", 0),
+        (by_id.as_str(), 1),
+        ("dead_after=0&status=422", 3),
+        ("dead_before=1", 0),
+    ] {
+        let (s, v) = gw
+            .api(
+                reqwest::Method::GET,
+                &format!("/v3/routes/leads/dlq?{query}"),
+            )
+            .await;
+        assert_eq!((s, count(&v)), (200, want), "{query}: {v}");
+    }
+    for query in [
+        "stauts=422".to_string(),
+        "status=abc".to_string(),
+        format!("offset={first}&status=422"),
+    ] {
+        let (s, v) = gw
+            .api(
+                reqwest::Method::POST,
+                &format!("/v3/routes/leads/dlq/replay?{query}"),
+            )
+            .await;
+        assert_eq!(s, 400, "{query}: {v}");
+    }
+    let (s, r) = gw
+        .api(
+            reqwest::Method::POST,
+            "/v3/routes/leads/dlq/replay?status=500",
+        )
+        .await;
+    assert_eq!((s, r["replayed"].as_u64()), (200, Some(0)), "{r}");
+
     // Delete one (tombstone), replay one by offset, then the rest after the fix.
     let third = letters[2]["offset"].as_u64().unwrap();
     let (s, _) = gw
@@ -559,13 +601,24 @@ async fn rejected_messages_go_to_the_dlq_and_replay_after_the_fix() {
     })
     .await;
     let (s, r) = gw
-        .api(reqwest::Method::POST, "/v3/routes/leads/dlq/replay")
+        .api(
+            reqwest::Method::POST,
+            &format!("/v3/routes/leads/dlq/replay?status=422&{by_id}"),
+        )
         .await;
     assert_eq!((s, r["replayed"].as_u64()), (200, Some(1)), "{r}");
-    wait_for("all replayed", Duration::from_secs(10), || {
+    wait_for("the filtered replay", Duration::from_secs(10), || {
         backend.ok_keys().contains(&bad[1])
     })
     .await;
+    let (s, r) = gw
+        .api(reqwest::Method::POST, "/v3/routes/leads/dlq/replay")
+        .await;
+    assert_eq!(
+        (s, r["replayed"].as_u64()),
+        (200, Some(0)),
+        "nothing left: {r}"
+    );
     assert!(
         !backend.ok_keys().contains(&bad[2]),
         "the deleted one stays deleted"
