@@ -26,7 +26,7 @@ pub mod worker;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -82,6 +82,8 @@ pub struct Stats {
     pub in_flight: AtomicUsize,
     /// Last position the worker committed.
     pub committed: AtomicU64,
+    /// This node holds the route's delivery lease and runs its worker.
+    pub delivering: AtomicBool,
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -262,6 +264,9 @@ pub struct RouteStatus {
     /// `next − committed`: stored and not yet known delivered.
     pub backlog: u64,
     pub in_flight: usize,
+    /// Whether this node delivers the route now (holds its lease; in a cluster one node
+    /// at a time).
+    pub delivering: bool,
     pub ingested: u64,
     pub ingest_duplicates: u64,
     pub ingest_rejected: u64,
@@ -415,6 +420,7 @@ impl Delivery {
             committed,
             backlog: bounds.next.saturating_sub(committed),
             in_flight: s.in_flight.load(Ordering::Relaxed),
+            delivering: s.delivering.load(Ordering::Relaxed),
             ingested: get(&s.ingested),
             ingest_duplicates: get(&s.ingest_duplicates),
             ingest_rejected: get(&s.ingest_rejected),
@@ -815,6 +821,7 @@ async fn supervise(log: Arc<dyn EventLog>, route: Arc<Route>, shutdown: Cancella
             route = route.name(),
             "Delivery lease held: this node delivers the route"
         );
+        route.stats.delivering.store(true, Ordering::Relaxed);
         let stop = shutdown.child_token();
         let run = worker.run(stop.clone());
         tokio::pin!(run);
@@ -835,7 +842,9 @@ async fn supervise(log: Arc<dyn EventLog>, route: Arc<Route>, shutdown: Cancella
             );
             stop.cancel();
             run.await;
+            route.stats.delivering.store(false, Ordering::Relaxed);
         } else {
+            route.stats.delivering.store(false, Ordering::Relaxed);
             // The worker stopped by itself (the log closed, or shutdown): don't spin.
             tokio::select! {
                 _ = shutdown.cancelled() => return,

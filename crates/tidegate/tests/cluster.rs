@@ -542,27 +542,41 @@ async fn route_delivery_moves_when_its_node_dies(backend: Backend, broker: &str)
         let body: serde_json::Value = r.json().await.unwrap();
         acked.insert(body["id"].as_str().unwrap().to_string());
     }
-    // The holder is the node whose worker delivers; kill it mid-backlog (60/s against
-    // 240 messages leaves most of them undelivered).
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The holder is the node whose worker delivers (`delivering`, its lease); kill it
+    // mid-backlog (60/s against 240 messages leaves most of them undelivered). Nodes
+    // joining rebalance the lease, so wait for it to settle; never two at once.
     let mut holder = None;
-    for (n, p) in nodes.iter().enumerate() {
-        let p = p.as_ref().unwrap();
-        let st: serde_json::Value = http
-            .get(format!("http://{}/v3/routes/leads", p.internal))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if st["delivered"].as_u64().unwrap_or(0) > 0 || st["in_flight"].as_u64().unwrap_or(0) > 0 {
-            assert!(
-                holder.is_none(),
-                "{backend:?}: two nodes deliver the same route"
-            );
-            holder = Some(n);
+    let settle = tokio::time::Instant::now() + Duration::from_secs(20);
+    while holder.is_none() {
+        assert!(
+            tokio::time::Instant::now() < settle,
+            "{backend:?}: no node took the route's delivery lease"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut delivering = Vec::new();
+        for (n, p) in nodes.iter().enumerate() {
+            let p = p.as_ref().unwrap();
+            let st: serde_json::Value = http
+                .get(format!("http://{}/v3/routes/leads", p.internal))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if st["delivering"].as_bool().unwrap_or(false) {
+                delivering.push((n, st["delivered"].as_u64().unwrap_or(0)));
+            }
+        }
+        assert!(
+            delivering.len() <= 1,
+            "{backend:?}: two nodes deliver the same route: {delivering:?}"
+        );
+        if let Some(&(n, delivered)) = delivering.first() {
+            if delivered > 0 {
+                holder = Some(n);
+            }
         }
     }
     let holder = holder.expect("one node delivers the route");
