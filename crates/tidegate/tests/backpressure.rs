@@ -230,8 +230,11 @@ async fn a_subscriber_that_never_reads_does_not_delay_fast_ones() {
             .unwrap()
             .unwrap();
         assert_eq!(seen, total, "every fast subscriber got every event");
+        // A subscriber held back by the slow one would wait seconds (up to the write
+        // stall deadline); 250 ms leaves room for a loaded 2-core CI host (a full run
+        // measured 101 ms once). The bench's slow-client scenario measures the number.
         assert!(
-            worst < 100_000,
+            worst < 250_000,
             "a fast subscriber waited {worst} µs for an event"
         );
     }
