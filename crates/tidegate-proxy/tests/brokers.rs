@@ -345,7 +345,25 @@ async fn kafka_target_and_kafka_response() {
         ack_timeout: Duration::from_secs(10),
         ..KafkaConfig::new(brokers.clone())
     };
-    // Create both topics up front (auto-creation on first produce).
+    // Create both topics up front: a broker need not auto-create them on produce.
+    {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        let topics = [
+            NewTopic::new(&requests, 1, TopicReplication::Fixed(1)),
+            NewTopic::new(&responses, 1, TopicReplication::Fixed(1)),
+        ];
+        for r in admin
+            .create_topics(&topics, &AdminOptions::new())
+            .await
+            .unwrap()
+        {
+            r.unwrap();
+        }
+    }
     let publisher = KafkaPublisher::new(&kafka).unwrap();
     for topic in [&requests, &responses] {
         let mut ok = false;
