@@ -511,6 +511,18 @@ async fn recording_backend() -> (Arc<Mutex<Vec<String>>>, String) {
     (got, url)
 }
 
+/// `GET /v3/routes/{route}` of one node.
+async fn route_status(http: &reqwest::Client, node: &Process, route: &str) -> serde_json::Value {
+    http.get(format!("http://{}/v3/routes/{route}", node.internal))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn route_delivery_moves_when_its_node_dies(backend: Backend, broker: &str) {
     const MESSAGES: usize = 240;
     let (got, url) = recording_backend().await;
@@ -556,15 +568,7 @@ async fn route_delivery_moves_when_its_node_dies(backend: Backend, broker: &str)
         let mut delivering = Vec::new();
         for (n, p) in nodes.iter().enumerate() {
             let p = p.as_ref().unwrap();
-            let st: serde_json::Value = http
-                .get(format!("http://{}/v3/routes/leads", p.internal))
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let st = route_status(&http, p, "leads").await;
             if st["delivering"].as_bool().unwrap_or(false) {
                 delivering.push((n, st["delivered"].as_u64().unwrap_or(0)));
             }
@@ -603,15 +607,7 @@ async fn route_delivery_moves_when_its_node_dies(backend: Backend, broker: &str)
             // gateway, unless a survivor says it delivers and still nothing moves.
             let mut delivering = 0;
             for p in nodes.iter().flatten() {
-                let st: serde_json::Value = http
-                    .get(format!("http://{}/v3/routes/leads", p.internal))
-                    .bearer_auth(TOKEN)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let st = route_status(&http, p, "leads").await;
                 delivering += usize::from(st["delivering"].as_bool().unwrap_or(false));
             }
             if delivering == 0 {
